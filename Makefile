@@ -1,0 +1,80 @@
+# Corral: build, boot and test.
+#
+#   make run     install build deps, build everything, boot in QEMU
+#   make test    the same set-up, then lint, unit and QEMU boot tests
+#   make bench   benchmarks (boot time against a trivial init)
+#
+# Outputs go to out/. The kernel build is cached outside the clone (see
+# kernel-config/build.sh), keyed by its inputs.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+OUT ?= out
+CARGO ?= cargo
+# Guest binaries are static glibc binaries: the initramfs has no libc.
+GUEST_TARGET := x86_64-unknown-linux-gnu
+GUEST_RUSTFLAGS := -C target-feature=+crt-static
+GUEST_BIN := target/$(GUEST_TARGET)/release
+HOST_BIN := target/debug
+STAGE := tools/stage
+
+.PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
+        bench bench-boot clean
+
+all: kernel initramfs
+
+deps:
+	@tools/deps.sh
+
+# Static guest programs: init and the test/benchmark fixtures.
+guest: deps
+	@$(STAGE) "build guest binaries" env RUSTFLAGS="$(GUEST_RUSTFLAGS)" \
+		$(CARGO) build --release --locked --target $(GUEST_TARGET) \
+		-p corral-init -p corral-guest-tools
+	@mkdir -p $(OUT)/guest
+	@cp $(GUEST_BIN)/init $(OUT)/init
+	@cp $(GUEST_BIN)/zombie-storm $(GUEST_BIN)/floor-init $(OUT)/guest/
+
+# Host tools: the initramfs writer and the VM harness (qemu/run, benchmarks).
+host: deps
+	@$(STAGE) "build host tools" $(CARGO) build --locked -p corral-tools -p corral-qemu --bins
+
+build: guest host
+
+kernel: deps
+	@$(STAGE) "kernel" kernel-config/build.sh $(OUT)
+
+initramfs: guest host
+	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(HOST_BIN)/corral-initramfs
+	@rm -rf $(OUT)/floor.d && mkdir -p $(OUT)/floor.d
+	@install -m 0755 $(OUT)/guest/floor-init $(OUT)/floor.d/init
+	@$(HOST_BIN)/corral-initramfs --root $(OUT)/floor.d \
+		--char-device /dev/console:5:1:600 --output $(OUT)/floor-initramfs.cpio
+	@zstd -q -19 -f --rm $(OUT)/floor-initramfs.cpio -o $(OUT)/floor-initramfs.img
+
+run: kernel initramfs
+	qemu/run $(RUN_ARGS)
+
+lint: deps
+	@$(STAGE) "rustfmt" $(CARGO) fmt --all --check
+	@$(STAGE) "clippy" $(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit: deps
+	@$(STAGE) "kernel config check" kernel-config/test-check.sh
+	@$(STAGE) "unit tests" $(CARGO) test --locked --workspace --exclude corral-qemu
+	@$(STAGE) "harness unit tests" $(CARGO) test --locked -p corral-qemu --lib --bins
+
+boot-test: kernel initramfs
+	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu --test boot -- --test-threads=2
+
+test: lint unit boot-test
+
+bench: bench-boot
+
+bench-boot: kernel initramfs
+	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
+
+clean:
+	rm -rf $(OUT)
+	$(CARGO) clean

@@ -1,0 +1,222 @@
+//! Corral's system configuration.
+//!
+//! One TOML document configures the whole OS. This crate owns its schema:
+//! every table refuses unknown keys (a typo is an error, not a silently
+//! ignored setting), values with rules are validated newtypes, and every
+//! error names the file, line, column and dotted key path so the person
+//! editing the file can go straight to the mistake.
+//!
+//! The keys that exist so far are documented with examples in the README
+//! and in the shipped default, `rootfs/etc/corral/config.toml`.
+
+mod error;
+mod init;
+mod types;
+
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+pub use error::{ConfigError, Diagnostic};
+pub use init::InitConfig;
+pub use types::{Command, Duration, Hostname, InvalidValue};
+
+/// Where the embedded defaults live in the initramfs.
+pub const DEFAULT_PATH: &str = "/etc/corral/config.toml";
+
+/// The whole system configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// The machine's host name. Unset keeps the kernel's (`(none)`), which
+    /// `corral.hostname=` on the kernel command line can also set.
+    pub hostname: Option<Hostname>,
+    /// How PID 1 supervises the service manager and shuts the machine down.
+    pub init: InitConfig,
+}
+
+impl Config {
+    /// Parses and validates a configuration document. `origin` names it in
+    /// errors (usually the file path).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let table =
+            DeTable::parse(text).map_err(|e| Diagnostic::from_toml(text, origin, None, &e))?;
+        let de = toml::de::Deserializer::from(table.clone());
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = (key != ".").then_some(key);
+            Diagnostic::from_toml(text, origin, key, e.inner())
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| Diagnostic::at_key(text, origin, &table, key, message))?;
+        Ok(config)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Rules that involve more than one value. Returns the dotted key to
+    /// blame and the reason.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.init.validate()
+    }
+}
+
+/// The span of the value at a dotted key path, for errors found after
+/// deserialization.
+fn locate(table: &Spanned<DeTable<'_>>, path: &str) -> Option<Range<usize>> {
+    let mut span = table.span();
+    let mut current = table.get_ref();
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = current.get(part)?;
+        span = value.span();
+        if parts.peek().is_some() {
+            match value.get_ref() {
+                DeValue::Table(t) => current = t,
+                _ => return None,
+            }
+        }
+    }
+    Some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> Diagnostic {
+        match Config::parse(text, "test.toml") {
+            Err(ConfigError::Invalid(d)) => *d,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_document_is_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_default_config_parses_to_the_compiled_in_defaults() {
+        // init falls back to Config::default() when the file is broken, so
+        // the two must agree or a broken file would change behaviour.
+        let text = include_str!("../../rootfs/etc/corral/config.toml");
+        let shipped = Config::parse(text, DEFAULT_PATH).unwrap();
+        assert_eq!(shipped.init, InitConfig::default());
+    }
+
+    #[test]
+    fn full_init_section() {
+        let c = Config::parse(
+            r#"
+hostname = "node-1"
+[init]
+command = ["/usr/bin/sysd", "--role", "system"]
+tty = false
+restart-delay = "250ms"
+restart-delay-max = "1m"
+max-restarts = 3
+stable-after = "10s"
+shutdown-timeout = "20s"
+kill-timeout = "2s"
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.hostname.unwrap().as_str(), "node-1");
+        assert_eq!(c.init.command.argv(), ["/usr/bin/sysd", "--role", "system"]);
+        assert!(!c.init.tty);
+        assert_eq!(c.init.restart_delay, Duration::from_millis(250));
+        assert_eq!(c.init.restart_delay_max, Duration::from_secs(60));
+        assert_eq!(c.init.max_restarts, 3);
+        assert_eq!(c.init.stable_after, Duration::from_secs(10));
+        assert_eq!(c.init.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(c.init.kill_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named_with_its_position() {
+        let d = err("hostname = \"a\"\nhostnme = \"b\"\n");
+        assert_eq!((d.line, d.column), (Some(2), Some(1)));
+        assert!(d.message.contains("unknown field `hostnme`"), "{d}");
+        assert_eq!(d.to_string().split(": ").next(), Some("test.toml:2:1"));
+    }
+
+    #[test]
+    fn unknown_init_key_is_named_with_its_path() {
+        let d = err("[init]\nrestart-dealy = \"1s\"\n");
+        assert_eq!(d.key.as_deref(), Some("init.restart-dealy"), "{d}");
+        assert_eq!(d.line, Some(2));
+        assert!(d.message.contains("unknown field `restart-dealy`"), "{d}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_what_was_expected() {
+        let d = err("[init]\n\nmax-restarts = \"five\"\n");
+        assert_eq!(d.key.as_deref(), Some("init.max-restarts"));
+        assert_eq!((d.line, d.column), (Some(3), Some(16)));
+        assert!(d.message.contains("invalid type: string \"five\""), "{d}");
+
+        let d = err("[init]\nshutdown-timeout = 10\n");
+        assert_eq!(d.key.as_deref(), Some("init.shutdown-timeout"));
+        assert!(d.message.contains("a duration string such as"), "{d}");
+
+        let d = err("[init]\ntty = \"yes\"\n");
+        assert_eq!(d.key.as_deref(), Some("init.tty"));
+        assert!(d.message.contains("expected a boolean"), "{d}");
+    }
+
+    #[test]
+    fn invalid_values_give_the_reason() {
+        let d = err("hostname = \"bad_name\"\n");
+        assert_eq!(d.key.as_deref(), Some("hostname"));
+        assert_eq!((d.line, d.column), (Some(1), Some(12)));
+        assert!(d.message.contains("contains '_'"), "{d}");
+
+        let d = err("[init]\ncommand = [\"sysd\"]\n");
+        assert_eq!(d.key.as_deref(), Some("init.command"));
+        assert!(d.message.contains("absolute path"), "{d}");
+
+        let d = err("[init]\nrestart-delay = \"soon\"\n");
+        assert!(d.message.contains("invalid duration \"soon\""), "{d}");
+    }
+
+    #[test]
+    fn cross_field_rules_point_at_the_key() {
+        let d = err("[init]\nrestart-delay = \"10s\"\nrestart-delay-max = \"1s\"\n");
+        assert_eq!(d.key.as_deref(), Some("init.restart-delay-max"));
+        assert_eq!((d.line, d.column), (Some(3), Some(21)));
+        assert!(d.message.contains("at least restart-delay (10s)"), "{d}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let d = err("[init\ncommand = 1\n");
+        assert_eq!(d.line, Some(1));
+        assert!(d.key.is_none());
+        let d = err("hostname = \"a\"\nhostname = \"b\"\n");
+        assert_eq!(d.line, Some(2));
+        assert!(d.message.contains("duplicate key"), "{d}");
+    }
+
+    #[test]
+    fn load_reports_missing_file_with_path() {
+        let e = Config::load(Path::new("/nonexistent/corral.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read /nonexistent/corral.toml: "),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The kernel command line: `corral.<key>=<value>` settings for init.
+//!
+//! The kernel hands dotted parameters to nobody, so init reads them from
+//! `/proc/cmdline`. Parsing never fails: a line the user typed at a boot
+//! prompt must not stop the machine from booting. Anything init does not
+//! understand becomes a warning that names the parameter, and is ignored.
+
+use corral_config::Hostname;
+
+/// The settings init knows, and what it had to ignore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    /// `corral.hostname=NAME`: overrides the configured host name.
+    pub hostname: Option<Hostname>,
+    /// `corral.debug`: debug-level logging from init.
+    pub debug: bool,
+    /// `corral.rescue`: start a rescue shell before the service manager.
+    pub rescue: bool,
+    /// One line per ignored parameter, saying why.
+    pub warnings: Vec<String>,
+}
+
+const PREFIX: &str = "corral.";
+const KNOWN: &str = "corral.debug, corral.hostname, corral.rescue";
+
+impl Cmdline {
+    pub fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        for param in split(text) {
+            let Some(rest) = param.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let (key, value) = match rest.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (rest, None),
+            };
+            match key {
+                "hostname" => match value {
+                    None | Some("") => out.warnings.push(
+                        "corral.hostname needs a value (corral.hostname=NAME); ignored".into(),
+                    ),
+                    Some(v) => match v.parse::<Hostname>() {
+                        Ok(h) => out.hostname = Some(h),
+                        Err(e) => out.warnings.push(format!("corral.hostname: {e}; ignored")),
+                    },
+                },
+                "debug" => set_flag(&mut out.debug, key, value, &mut out.warnings),
+                "rescue" => set_flag(&mut out.rescue, key, value, &mut out.warnings),
+                "" => out.warnings.push(format!(
+                    "malformed parameter {param:?}: no key after \"corral.\"; ignored"
+                )),
+                _ => out.warnings.push(format!(
+                    "unknown parameter corral.{key}; ignored (known: {KNOWN})"
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// A flag is on when given bare (`corral.debug`) or with a true value.
+fn set_flag(flag: &mut bool, key: &str, value: Option<&str>, warnings: &mut Vec<String>) {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("1" | "y" | "yes" | "on" | "true") => *flag = true,
+        Some("0" | "n" | "no" | "off" | "false") => *flag = false,
+        Some(other) => warnings.push(format!(
+            "corral.{key}={other:?} is not a boolean (use corral.{key}, corral.{key}=1 or corral.{key}=0); ignored"
+        )),
+    }
+}
+
+/// Splits the command line into parameters the way the kernel does
+/// (`next_arg` in lib/cmdline.c): whitespace separates parameters except
+/// inside double quotes, and the quotes themselves are removed, so
+/// `corral.x="a b"` is one parameter with the value `a b`.
+pub fn split(text: &str) -> Vec<String> {
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut started = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                started = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if started {
+                    params.push(std::mem::take(&mut current));
+                    started = false;
+                }
+            }
+            c => {
+                current.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        params.push(current);
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_like_the_kernel() {
+        assert_eq!(
+            split("console=ttyS0  quiet\tcorral.x=\"a b\" \"corral.y=c d\"\n"),
+            ["console=ttyS0", "quiet", "corral.x=a b", "corral.y=c d"]
+        );
+        assert!(split("   \n").is_empty());
+        assert_eq!(split("a=\"\""), ["a="]);
+    }
+
+    #[test]
+    fn reads_known_settings_and_ignores_other_parameters() {
+        let c = Cmdline::parse(
+            "BOOT_IMAGE=/bzImage console=ttyS0 corral.hostname=node-7 corral.debug quiet corral.rescue=0",
+        );
+        assert_eq!(c.hostname.as_ref().map(Hostname::as_str), Some("node-7"));
+        assert!(c.debug);
+        assert!(!c.rescue);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn flags_accept_common_spellings() {
+        for on in [
+            "corral.rescue",
+            "corral.rescue=1",
+            "corral.rescue=yes",
+            "corral.rescue=ON",
+        ] {
+            assert!(Cmdline::parse(on).rescue, "{on}");
+        }
+        for off in [
+            "",
+            "corral.rescue=0",
+            "corral.rescue=no",
+            "corral.rescue=false",
+        ] {
+            assert!(!Cmdline::parse(off).rescue, "{off}");
+        }
+    }
+
+    #[test]
+    fn the_last_occurrence_wins() {
+        let c = Cmdline::parse("corral.hostname=a corral.hostname=b corral.debug corral.debug=0");
+        assert_eq!(c.hostname.unwrap().as_str(), "b");
+        assert!(!c.debug);
+    }
+
+    #[test]
+    fn unknown_and_malformed_parameters_become_warnings() {
+        let c = Cmdline::parse(
+            "corral.hostnmae=x corral.hostname=bad_name corral.hostname corral.debug=maybe corral. corral.=1",
+        );
+        assert_eq!(c.hostname, None);
+        assert!(!c.debug);
+        let w = c.warnings.join("\n");
+        assert_eq!(c.warnings.len(), 6, "{w}");
+        assert!(
+            w.contains("unknown parameter corral.hostnmae; ignored (known: corral.debug"),
+            "{w}"
+        );
+        assert!(
+            w.contains("corral.hostname: hostname \"bad_name\" contains '_'"),
+            "{w}"
+        );
+        assert!(w.contains("corral.hostname needs a value"), "{w}");
+        assert!(w.contains("corral.debug=\"maybe\" is not a boolean"), "{w}");
+        assert!(w.contains("malformed parameter \"corral.\""), "{w}");
+        assert!(w.contains("malformed parameter \"corral.=1\""), "{w}");
+    }
+
+    #[test]
+    fn a_bad_value_keeps_an_earlier_good_one() {
+        let c = Cmdline::parse("corral.hostname=good corral.hostname=-bad");
+        assert_eq!(c.hostname.unwrap().as_str(), "good");
+        assert_eq!(c.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,194 @@
+//! Benchmarks that boot the VM. Every figure is printed next to a peer
+//! measured in the same run, and the ratio between them; nothing here
+//! fails on a timing.
+//!
+//! `corral-bench boot`: Corral's boot against the floor, the same kernel
+//! with a trivial static /init that powers off at once.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use corral_qemu::{out_dir, Machine, Overlay, Vm, VmConfig};
+
+#[derive(Debug, Parser)]
+#[command(about = "Corral benchmarks (QEMU)")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Boot time of Corral against a trivial init on the same kernel.
+    Boot {
+        /// Boots of each kind.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        #[arg(long, default_value = "microvm")]
+        machine: Machine,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One boot: when things happened, from QEMU's start (host clock), and
+/// the guest's own uptime at the marker.
+struct Sample {
+    marker: Duration,
+    guest_uptime: f64,
+    exit: Duration,
+}
+
+fn main() -> Result<()> {
+    match Args::parse().bench {
+        Bench::Boot { runs, machine } => boot(runs, machine),
+    }
+}
+
+fn logs() -> std::path::PathBuf {
+    out_dir().join("bench-logs")
+}
+
+/// Corral with the service manager replaced by `poweroff`: boot to the
+/// ready marker, then straight into a clean shutdown.
+fn corral_once(machine: Machine) -> Result<Sample> {
+    let mut config = VmConfig::corral("bench-corral")?;
+    config.machine = machine;
+    let overlay = Overlay::new().config("[init]\ncommand = [\"/sbin/poweroff\"]\ntty = false\n");
+    let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
+    let (marker, rest) = vm.wait_line("corral-init: ready (uptime ", TIMEOUT)?;
+    let guest_uptime = leading_number(&rest)?;
+    let exit = vm.expect_clean_exit(TIMEOUT)?;
+    Ok(Sample {
+        marker,
+        guest_uptime,
+        exit,
+    })
+}
+
+fn floor_once(machine: Machine) -> Result<Sample> {
+    let mut config = VmConfig::corral("bench-floor")?;
+    config.machine = machine;
+    config.initrd = out_dir().join("floor-initramfs.img");
+    let mut vm = Vm::boot(&config, None, &logs())?;
+    let (marker, rest) = vm.wait_line("corral-floor: userspace (uptime ", TIMEOUT)?;
+    let guest_uptime = leading_number(&rest)?;
+    let status = vm.wait_exit(TIMEOUT)?;
+    if !status.success() {
+        bail!("floor VM exited with {status}");
+    }
+    Ok(Sample {
+        marker,
+        guest_uptime,
+        exit: vm.elapsed(),
+    })
+}
+
+/// The number a marker's remainder starts with ("0.61 s)").
+fn leading_number(rest: &str) -> Result<f64> {
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no uptime in {rest:?}"))
+}
+
+/// init's resident memory after a normal boot, from /proc/1/status.
+fn init_memory(machine: Machine) -> Result<(String, String)> {
+    let mut config = VmConfig::corral("bench-rss")?;
+    config.machine = machine;
+    let mut vm = Vm::boot(&config, None, &logs())?;
+    vm.wait_for("corral-init: ready (uptime ", TIMEOUT)?;
+    let status = vm.run_ok("cat /proc/1/status", TIMEOUT)?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.trim_start_matches(name).trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    let rss = (field("VmRSS:"), field("VmHWM:"));
+    vm.poweroff(TIMEOUT)?;
+    Ok(rss)
+}
+
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut values: Vec<f64>) -> Stats {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    Stats {
+        median,
+        min: values[0],
+        max: values[n - 1],
+    }
+}
+
+fn row(label: &str, s: &Stats) {
+    println!(
+        "  {label:<46} {:>7.3} s {:>7.3} s {:>7.3} s",
+        s.median, s.min, s.max
+    );
+}
+
+fn boot(runs: usize, machine: Machine) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut corral = Vec::new();
+    let mut floor = Vec::new();
+    let mut accel = None;
+    // Interleaved, so drift in the machine's load hits both alike.
+    for i in 0..runs {
+        eprint!("\rboot {}/{runs}", i + 1);
+        floor.push(floor_once(machine)?);
+        corral.push(corral_once(machine)?);
+        if accel.is_none() {
+            let config = VmConfig::corral("accel")?;
+            accel = Some(corral_qemu::accel::resolve(config.accel, &config.kernel));
+        }
+    }
+    eprintln!();
+    let (rss, hwm) = init_memory(machine)?;
+
+    let secs = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
+    let c_marker = secs(&corral, |s| s.marker.as_secs_f64());
+    let f_marker = secs(&floor, |s| s.marker.as_secs_f64());
+    let c_uptime = secs(&corral, |s| s.guest_uptime);
+    let f_uptime = secs(&floor, |s| s.guest_uptime);
+    let c_exit = secs(&corral, |s| s.exit.as_secs_f64());
+    let f_exit = secs(&floor, |s| s.exit.as_secs_f64());
+
+    println!(
+        "boot benchmark: {runs} boots each, {} {machine:?}, same kernel (out/bzImage)",
+        accel.map_or("?".into(), |a| a.to_string())
+    );
+    println!("  floor = the same kernel with a static /init that powers off at once");
+    println!("  {:<46} {:>9} {:>9} {:>9}", "", "median", "min", "max");
+    row("corral: QEMU start -> init ready marker", &c_marker);
+    row("floor:  QEMU start -> first userspace line", &f_marker);
+    row("corral: guest uptime at ready", &c_uptime);
+    row("floor:  guest uptime at first userspace line", &f_uptime);
+    row(
+        "corral: QEMU start -> exit (boot, ready, poweroff)",
+        &c_exit,
+    );
+    row("floor:  QEMU start -> exit (boot, poweroff)", &f_exit);
+    println!(
+        "  ratio corral/floor: ready {:.2}x, guest uptime {:.2}x, boot+poweroff {:.2}x",
+        c_marker.median / f_marker.median,
+        c_uptime.median / f_uptime.median,
+        c_exit.median / f_exit.median
+    );
+    println!("  init (PID 1) memory after boot: VmRSS {rss}, VmHWM {hwm}");
+    Ok(())
+}

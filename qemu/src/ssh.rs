@@ -1,0 +1,42 @@
+//! The OpenSSH client options for talking to a test VM: key only, no host
+//! key checks (every VM has fresh keys), short connect timeouts so the
+//! caller's retry loop, not ssh, decides how long to wait.
+
+use std::path::Path;
+
+pub fn args(port: u16, user: &str, key: &Path) -> Vec<String> {
+    let mut a = vec![
+        "-p".to_owned(),
+        port.to_string(),
+        "-i".to_owned(),
+        key.display().to_string(),
+    ];
+    for opt in [
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "ConnectTimeout=2",
+        "LogLevel=ERROR",
+    ] {
+        a.push("-o".to_owned());
+        a.push(opt.to_owned());
+    }
+    a.push(format!("{user}@127.0.0.1"));
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_only_to_the_forwarded_port() {
+        let a = args(2201, "corral", Path::new("/k/id"));
+        let s = a.join(" ");
+        assert!(s.starts_with("-p 2201 -i /k/id "), "{s}");
+        assert!(s.contains("-o BatchMode=yes"), "{s}");
+        assert!(s.contains("-o StrictHostKeyChecking=no"), "{s}");
+        assert!(s.ends_with("corral@127.0.0.1"), "{s}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Boot tests: the real kernel and initramfs from out/ under QEMU, checked
+//! over the serial console. Each test boots one VM and checks everything it
+//! can in that boot. Serial logs are kept in out/test-logs/.
+//!
+//! Run with `make boot-test` (which builds out/ first).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use corral_qemu::{out_dir, Overlay, Vm, VmConfig, VmError};
+
+/// Generous: TCG on a loaded 2-core CI machine is slow, and a timeout only
+/// costs time when something is already broken.
+const BOOT: Duration = Duration::from_secs(120);
+const CMD: Duration = Duration::from_secs(60);
+const EXIT: Duration = Duration::from_secs(120);
+
+const READY: &str = "corral-init: ready (uptime ";
+
+trait OrFail<T> {
+    fn or_fail(self) -> T;
+}
+
+impl<T> OrFail<T> for Result<T, VmError> {
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn boot(name: &str, append: &[&str], overlay: Overlay) -> Vm {
+    let mut config = VmConfig::corral(name).expect("a free port");
+    config.append = append.iter().map(|s| (*s).to_owned()).collect();
+    Vm::boot(&config, Some(&overlay), &out_dir().join("test-logs")).or_fail()
+}
+
+fn guest_tools() -> Overlay {
+    Overlay::new()
+        .host_file(
+            "/usr/local/bin/zombie-storm",
+            0o755,
+            &out_dir().join("guest/zombie-storm"),
+        )
+        .expect("out/guest/zombie-storm (make build)")
+}
+
+fn assert_output_contains(vm: &Vm, needle: &str) {
+    if !vm.output().contains(needle) {
+        panic!(
+            "{}",
+            vm.fail(format!("the console never showed {needle:?}"))
+        );
+    }
+}
+
+#[test]
+fn boots_to_ready_with_everything_init_sets_up() {
+    let mut vm = boot(
+        "ready",
+        &[
+            "corral.hostname=corral-test",
+            "corral.bogus=1",
+            "corral.debug=maybe",
+        ],
+        guest_tools(),
+    );
+    vm.wait_for(READY, BOOT).or_fail();
+
+    // Bad kernel parameters are named and ignored.
+    assert_output_contains(
+        &vm,
+        "corral-init: warning: kernel command line: unknown parameter corral.bogus; ignored",
+    );
+    assert_output_contains(&vm, "corral.debug=\"maybe\" is not a boolean");
+
+    assert_eq!(vm.run_ok("hostname", CMD).or_fail().trim(), "corral-test");
+    // The shell has the console as its controlling terminal.
+    assert_eq!(vm.run_ok("tty", CMD).or_fail().trim(), "/dev/ttyS0");
+
+    let mounts = vm
+        .run_ok("awk '{print $2, $3}' /proc/mounts", CMD)
+        .or_fail();
+    for expected in [
+        "/proc proc",
+        "/sys sysfs",
+        "/dev devtmpfs",
+        "/dev/pts devpts",
+        "/dev/shm tmpfs",
+        "/run tmpfs",
+        "/tmp tmpfs",
+        "/sys/fs/cgroup cgroup2",
+    ] {
+        assert!(
+            mounts.lines().any(|l| l == expected),
+            "{expected} not in:\n{mounts}"
+        );
+    }
+    let controllers = vm
+        .run_ok("cat /sys/fs/cgroup/cgroup.subtree_control", CMD)
+        .or_fail();
+    for c in ["cpu", "io", "memory", "pids"] {
+        assert!(
+            controllers.split_whitespace().any(|w| w == c),
+            "{c} not enabled: {controllers}"
+        );
+    }
+    assert_eq!(
+        vm.run_ok("readlink /dev/fd", CMD).or_fail().trim(),
+        "/proc/self/fd"
+    );
+
+    // lo is up and answers.
+    assert_eq!(
+        vm.run_ok("cat /sys/class/net/lo/flags", CMD)
+            .or_fail()
+            .trim(),
+        "0x9"
+    );
+    let ping = vm.run_ok("ping -c 1 -W 5 127.0.0.1", CMD).or_fail();
+    assert!(ping.contains("1 packets received"), "{ping}");
+
+    // init's lines are in the kernel log too.
+    let dmesg = vm.run_ok("dmesg", CMD).or_fail();
+    assert!(dmesg.contains("corral-init: ready (uptime"), "{dmesg}");
+
+    // A thousand orphaned zombies at once: all reaped within seconds.
+    let storm = vm.run_ok("zombie-storm 1000", CMD).or_fail();
+    assert!(storm.contains("leaving 1000 zombies to init"), "{storm}");
+    let zombies = vm
+        .run_ok(
+            "i=0; while [ $i -lt 100 ]; do z=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l); \
+             [ $z -eq 0 ] && break; sleep 0.1; i=$((i + 1)); done; echo zombies=$z",
+            CMD,
+        )
+        .or_fail();
+    assert_eq!(zombies.trim(), "zombies=0");
+
+    // The supervised shell is restarted when it dies.
+    vm.send("kill -9 $$\n").or_fail();
+    vm.wait_for(
+        "was killed by SIGKILL; restarting in 500ms (restart 1 of 5)",
+        CMD,
+    )
+    .or_fail();
+    vm.shell_changed();
+    assert_eq!(vm.run_ok("echo back", CMD).or_fail().trim(), "back");
+
+    vm.poweroff(EXIT).or_fail();
+    assert_output_contains(&vm, "corral-init: poweroff requested (SIGUSR2)");
+    assert_output_contains(&vm, "corral-init: powering off");
+    assert_output_contains(&vm, "reboot: Power down");
+}
+
+#[test]
+fn reboot_command_kills_what_ignores_sigterm() {
+    let mut vm = boot("reboot-command", &[], Overlay::new());
+    vm.wait_for(READY, BOOT).or_fail();
+    // A process in its own session that ignores both polite signals; exec
+    // keeps the ignored dispositions.
+    vm.run_ok(
+        "setsid sh -c 'trap \"\" TERM HUP; exec sleep 1000' </dev/null >/dev/null 2>&1 & echo started",
+        CMD,
+    )
+    .or_fail();
+    vm.send("reboot\n").or_fail();
+    vm.expect_clean_exit(EXIT).or_fail();
+    assert_output_contains(&vm, "corral-init: reboot requested (SIGTERM)");
+    assert_output_contains(
+        &vm,
+        "sending SIGKILL to 1 process(es) still running 3s after SIGTERM: sleep (",
+    );
+    assert_output_contains(&vm, "corral-init: rebooting");
+    assert_output_contains(&vm, "reboot: Restarting system");
+}
+
+/// Boots, sends `signal` to PID 1 from the shell, and expects a clean exit
+/// of the kind the signal means.
+fn shutdown_by_signal(signal: &str, kind: &str, kernel_says: &str) {
+    let mut vm = boot(&format!("signal-{signal}"), &[], Overlay::new());
+    vm.wait_for(READY, BOOT).or_fail();
+    vm.run_ok("true", CMD).or_fail();
+    vm.send(&format!("kill -{signal} 1\n")).or_fail();
+    vm.expect_clean_exit(EXIT).or_fail();
+    assert_output_contains(&vm, &format!("corral-init: {kind} requested (SIG{signal})"));
+    assert_output_contains(&vm, kernel_says);
+}
+
+#[test]
+fn sigterm_reboots() {
+    shutdown_by_signal("TERM", "reboot", "reboot: Restarting system");
+}
+
+#[test]
+fn sigint_reboots() {
+    shutdown_by_signal("INT", "reboot", "reboot: Restarting system");
+}
+
+#[test]
+fn sigusr2_powers_off() {
+    shutdown_by_signal("USR2", "poweroff", "reboot: Power down");
+}
+
+#[test]
+fn sigpwr_powers_off() {
+    shutdown_by_signal("PWR", "poweroff", "reboot: Power down");
+}
+
+#[test]
+fn rescue_shell_on_the_command_line() {
+    let mut vm = boot(
+        "rescue-cmdline",
+        &["corral.rescue", "corral.debug"],
+        Overlay::new(),
+    );
+    vm.wait_for(
+        "rescue shell requested (corral.rescue is on the kernel command line)",
+        BOOT,
+    )
+    .or_fail();
+    vm.wait_for(
+        "starting a rescue shell on /dev/ttyS0; exit it to start /bin/sh -l again",
+        CMD,
+    )
+    .or_fail();
+    assert!(
+        !vm.output().contains(READY),
+        "the service manager started before the rescue shell ended"
+    );
+    // corral.debug: debug lines reach the console even under `quiet`.
+    assert_output_contains(&vm, "corral-init: debug: lo is up");
+    assert_eq!(
+        vm.run_ok("echo \"$PS1\"", CMD).or_fail().trim(),
+        "(rescue) \\w #"
+    );
+
+    vm.send("exit\n").or_fail();
+    vm.wait_for(
+        "rescue shell exited with status 0; starting /bin/sh -l again",
+        CMD,
+    )
+    .or_fail();
+    vm.wait_for(READY, CMD).or_fail();
+    vm.shell_changed();
+    vm.poweroff(EXIT).or_fail();
+}
+
+#[test]
+fn a_failing_service_manager_ends_in_a_rescue_shell() {
+    let config = r#"
+[init]
+command = ["/bin/false"]
+tty = false
+restart-delay = "100ms"
+restart-delay-max = "1s"
+max-restarts = 3
+"#;
+    let mut vm = boot(
+        "failing-service-manager",
+        &[],
+        Overlay::new().config(config),
+    );
+    for line in [
+        "exited with status 1; restarting in 100ms (restart 1 of 3)",
+        "exited with status 1; restarting in 200ms (restart 2 of 3)",
+        "exited with status 1; restarting in 400ms (restart 3 of 3)",
+        "exited with status 1; that is 4 failures in a row",
+        "corral-init: error: /bin/false failed 4 times in a row (last: exited with status 1); init stopped restarting it",
+        "starting a rescue shell on /dev/ttyS0; exit it to start /bin/false again",
+    ] {
+        vm.wait_for(line, BOOT).or_fail();
+    }
+    assert_eq!(
+        vm.run_ok("echo rescue works", CMD).or_fail().trim(),
+        "rescue works"
+    );
+    vm.poweroff(EXIT).or_fail();
+}
+
+#[test]
+fn a_malformed_config_boots_with_the_defaults_and_says_why() {
+    let broken = "[init]\nrestart-delay = 5\n";
+    let mut vm = boot("malformed-config", &[], Overlay::new().config(broken));
+    vm.wait_for(
+        "corral-init: error: /etc/corral/config.toml:2:17: init.restart-delay: invalid type: integer `5`, expected a duration string",
+        BOOT,
+    )
+    .or_fail();
+    vm.wait_for(
+        "booting with the built-in default configuration instead",
+        CMD,
+    )
+    .or_fail();
+    vm.wait_for(READY, CMD).or_fail();
+    assert_eq!(vm.run_ok("echo fine", CMD).or_fail().trim(), "fine");
+    vm.poweroff(EXIT).or_fail();
+}
+
+#[test]
+fn forced_poweroff_skips_init() {
+    let mut vm = boot("poweroff-force", &[], Overlay::new());
+    vm.wait_for(READY, BOOT).or_fail();
+    vm.run_ok("true", CMD).or_fail();
+    vm.send("poweroff -f\n").or_fail();
+    vm.expect_clean_exit(EXIT).or_fail();
+    assert_output_contains(&vm, "reboot: Power down");
+    assert!(
+        !vm.output().contains("poweroff requested"),
+        "poweroff -f went through init"
+    );
+}
+
+/// Adds a dynamically linked host program and the libraries `ldd` says it
+/// needs, at the same paths.
+fn with_host_program(mut overlay: Overlay, program: &str) -> Overlay {
+    overlay = overlay
+        .host_file(program, 0o755, Path::new(program))
+        .unwrap_or_else(|e| panic!("{program}: {e} (make deps installs it)"));
+    let ldd = Command::new("ldd").arg(program).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(lib) = path.filter(|p| p.starts_with('/')) {
+            overlay = overlay.host_file(lib, 0o755, Path::new(lib)).expect(lib);
+        }
+    }
+    overlay
+}
+
+#[test]
+fn the_harness_runs_commands_over_ssh() {
+    // The console service (with OpenSSH) does not exist yet; dropbear from
+    // the host, started by hand, stands in for it to check the harness.
+    let dir = out_dir().join("test-logs/ssh-key");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(keygen.success());
+    let public = std::fs::read(key.with_extension("pub")).unwrap();
+    let overlay = with_host_program(Overlay::new(), "/usr/sbin/dropbear").file(
+        "/root/.ssh/authorized_keys",
+        0o600,
+        public,
+    );
+
+    let mut vm = boot("ssh", &["corral.hostname=over-ssh"], overlay);
+    vm.wait_for(READY, BOOT).or_fail();
+    vm.run_ok(
+        "ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && mkdir -p /etc/dropbear && dropbear -R -s -p 22",
+        CMD,
+    )
+    .or_fail();
+    let out = vm
+        .ssh(
+            "root",
+            &key,
+            "echo hello from $(hostname); cat /proc/1/comm",
+            CMD,
+        )
+        .or_fail();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout, "hello from over-ssh\ninit\n");
+    vm.poweroff(EXIT).or_fail();
+}

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Assemble Corral's initramfs.
+#
+# usage: rootfs/build.sh OUT_DIR INIT MKCPIO
+#   INIT    the static init binary
+#   MKCPIO  the corral-initramfs tool (writes reproducible cpio archives)
+#
+# Writes OUT_DIR/initramfs.img (zstd-compressed cpio). The tree is staged in
+# OUT_DIR/initramfs.d, which is left behind for inspection.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build.sh OUT_DIR INIT MKCPIO}
+init=${2:?usage: build.sh OUT_DIR INIT MKCPIO}
+mkcpio=${3:?usage: build.sh OUT_DIR INIT MKCPIO}
+busybox=${BUSYBOX:-/bin/busybox}
+
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+init=$(abspath "$init")
+mkcpio=$(abspath "$mkcpio")
+
+die() { printf 'initramfs: error: %s\n' "$*" >&2; exit 1; }
+[ -x "$init" ] || die "init binary $init not found (make build)"
+[ -x "$busybox" ] || die "$busybox not found (install busybox-static: make deps)"
+file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
+    die "$busybox is not statically linked (install busybox-static, not busybox)"
+
+stage="$out/initramfs.d"
+rm -rf "$stage"
+mkdir -p "$stage"
+cd "$stage"
+
+mkdir -p bin sbin usr/bin usr/sbin etc proc sys dev run tmp root var/lib/corral var/log
+chmod 0700 root
+chmod 1777 tmp
+cp -R "$here/etc/." etc/
+
+# init is /init (what the kernel runs) and answers to its other names.
+install -m 0755 "$init" init
+for name in init poweroff reboot halt; do
+    ln -s /init "sbin/$name"
+done
+
+# busybox for the shell and the rescue tools, minus the applets init replaces.
+install -m 0755 "$busybox" bin/busybox
+"$busybox" --list-full | while read -r applet; do
+    case $applet in
+        linuxrc | sbin/init | sbin/poweroff | sbin/reboot | sbin/halt | bin/busybox) continue ;;
+    esac
+    mkdir -p "$(dirname "$applet")"
+    ln -s /bin/busybox "$applet"
+done
+
+cd - >/dev/null
+"$mkcpio" --root "$stage" \
+    --char-device /dev/console:5:1:600 \
+    --char-device /dev/null:1:3:666 \
+    --output "$out/initramfs.cpio"
+zstd -q -19 -f "$out/initramfs.cpio" -o "$out/initramfs.img"
+rm -f "$out/initramfs.cpio"
+printf 'initramfs: %s (%s bytes)\n' "$out/initramfs.img" "$(stat -c %s "$out/initramfs.img")"

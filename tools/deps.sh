@@ -1,0 +1,34 @@
+#!/bin/sh
+# Install the Debian packages Corral's build, run and tests need, if any is
+# missing (dropbear-bin: the boot test of the harness's SSH client). As root it runs apt-get; otherwise it prints the command.
+set -eu
+
+packages="
+    qemu-system-x86 qemu-utils
+    busybox-static cpio zstd file
+    linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
+    openssh-client
+    dropbear-bin
+"
+
+missing=""
+for p in $packages; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing="$missing $p"
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing Debian packages:$missing" >&2
+    echo "deps: install them with: sudo apt-get update && sudo apt-get install -y --no-install-recommends$missing" >&2
+    exit 1
+fi
+
+echo "deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
