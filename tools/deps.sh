@@ -5,7 +5,7 @@ set -eu
 
 packages="
     qemu-system-x86 qemu-utils
-    busybox-static cpio zstd file
+    busybox-static tini cpio zstd file
     linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
     openssh-client
     dropbear-bin

@@ -11,8 +11,10 @@
 
 mod error;
 mod init;
+pub mod service;
 mod types;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
@@ -22,6 +24,7 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Diagnostic};
 pub use init::InitConfig;
+pub use service::{ServiceDef, ServiceName};
 pub use types::{Command, Duration, Hostname, InvalidValue};
 
 /// Where the embedded defaults live in the initramfs.
@@ -36,6 +39,8 @@ pub struct Config {
     pub hostname: Option<Hostname>,
     /// How PID 1 supervises the service manager and shuts the machine down.
     pub init: InitConfig,
+    /// The system containers the engine runs, by name.
+    pub services: BTreeMap<ServiceName, ServiceDef>,
 }
 
 impl Config {
@@ -52,7 +57,7 @@ impl Config {
         })?;
         config
             .validate()
-            .map_err(|(key, message)| Diagnostic::at_key(text, origin, &table, key, message))?;
+            .map_err(|(key, message)| Diagnostic::at_key(text, origin, &table, &key, message))?;
         Ok(config)
     }
 
@@ -67,8 +72,24 @@ impl Config {
 
     /// Rules that involve more than one value. Returns the dotted key to
     /// blame and the reason.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.init.validate()
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.init
+            .validate()
+            .map_err(|(key, message)| (key.to_owned(), message))?;
+        for (name, def) in &self.services {
+            def.validate()
+                .map_err(|(field, message)| (format!("services.{name}.{field}"), message))?;
+        }
+        // Dependencies between the services, built-in ones included. The
+        // engine checks again after adding image defaults, which may name
+        // more.
+        service::start_order(&service::merged(&self.services)).map_err(|e| {
+            (
+                format!("services.{}.depends-on", e.service()),
+                e.to_string(),
+            )
+        })?;
+        Ok(())
     }
 }
 
@@ -208,6 +229,79 @@ kill-timeout = "2s"
         let d = err("hostname = \"a\"\nhostname = \"b\"\n");
         assert_eq!(d.line, Some(2));
         assert!(d.message.contains("duplicate key"), "{d}");
+    }
+
+    #[test]
+    fn services_parse_with_every_field() {
+        let c = Config::parse(
+            r#"
+[services.hello]
+image = "busybox:latest"
+command = ["sh", "-c", "echo hi"]
+env = { GREETING = "hi" }
+host-namespaces = ["net"]
+cap-add = ["NET_ADMIN"]
+cap-drop = ["MKNOD"]
+binds = ["/run/corral:/run/corral:ro"]
+devices = ["/dev/kmsg"]
+readonly-rootfs = true
+init = true
+restart = "on-failure"
+max-retries = 3
+depends-on = ["setup"]
+stop-timeout = "5s"
+[services.hello.resources]
+memory = "16M"
+pids = 64
+cpus = 0.5
+io-weight = 200
+[services.setup]
+image = "busybox"
+kind = "onboot"
+"#,
+            "t",
+        )
+        .unwrap();
+        let hello = &c.services[&"hello".parse::<ServiceName>().unwrap()];
+        assert_eq!(hello.restart(), service::Restart::OnFailure);
+        assert_eq!(hello.max_retries(), 3);
+        assert_eq!(
+            hello.resources.as_ref().unwrap().memory.unwrap().get(),
+            16 << 20
+        );
+        assert_eq!(hello.depends_on()[0].as_str(), "setup");
+    }
+
+    #[test]
+    fn service_errors_name_the_service_and_field() {
+        let d = err("[services.web]\nimage = \"x\"\nrestart = \"sometimes\"\n");
+        assert_eq!(d.key.as_deref(), Some("services.web.restart"), "{d}");
+        assert_eq!(d.line, Some(3));
+
+        let d = err("[services.web]\nimage = \"x\"\ncap-add = [\"NET_ADMN\"]\n");
+        assert_eq!(d.key.as_deref(), Some("services.web.cap-add[0]"), "{d}");
+        assert!(d.message.contains("unknown capability"), "{d}");
+
+        let d = err("[services.Web]\nimage = \"x\"\n");
+        assert!(d.message.contains("lowercase"), "{d}");
+
+        let d = err("[services.web]\nworking-dir = \"tmp\"\n");
+        assert_eq!(d.key.as_deref(), Some("services.web.working-dir"), "{d}");
+        assert_eq!(d.line, Some(2));
+
+        let d = err("[services.web]\nmax-retries = 3\n");
+        assert!(d.message.contains("on-failure"), "{d}");
+    }
+
+    #[test]
+    fn dependency_errors_point_at_depends_on() {
+        let d = err("[services.a]\ndepends-on = [\"b\"]\n[services.b]\ndepends-on = [\"a\"]\n");
+        assert_eq!(d.key.as_deref(), Some("services.a.depends-on"), "{d}");
+        assert_eq!(d.line, Some(2));
+        assert!(d.message.contains("dependency cycle: a → b → a"), "{d}");
+
+        let d = err("[services.a]\ndepends-on = [\"nope\"]\n");
+        assert!(d.message.contains("nope, which is not defined"), "{d}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub struct InvalidValue(String);
 
 impl InvalidValue {
-    fn new(reason: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
         Self(reason.into())
     }
 }

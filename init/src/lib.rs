@@ -36,4 +36,5 @@ pub mod procs;
 pub mod shutdown;
 pub mod status;
 pub mod supervisor;
+pub mod switchroot;
 pub mod sys;

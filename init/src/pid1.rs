@@ -52,6 +52,12 @@ struct Pid1 {
 pub fn run() -> ! {
     sys::ensure_stdio();
     kmsg::install(LevelFilter::Info);
+    if crate::switchroot::needed() {
+        // Only returns on failure; on success this process is replaced by
+        // /init on the new root.
+        let e = crate::switchroot::switch();
+        error!("cannot move the root filesystem to a tmpfs: {e}; containers will not start");
+    }
     // Block the signals init handles before anything can send them; they
     // stay pending until the loop takes them with sigtimedwait.
     let mask = handled_signals();

@@ -81,6 +81,8 @@ fn boots_to_ready_with_everything_init_sets_up() {
         .run_ok("awk '{print $2, $3}' /proc/mounts", CMD)
         .or_fail();
     for expected in [
+        // init moved the root off the initramfs (pivot_root needs that).
+        "/ tmpfs",
         "/proc proc",
         "/sys sysfs",
         "/dev devtmpfs",
