@@ -2,7 +2,8 @@
 #
 #   make run     install build deps, build everything, boot in QEMU
 #   make test    the same set-up, then lint, unit and QEMU boot tests
-#   make bench   benchmarks (boot time against a trivial init)
+#   make bench   benchmarks (boot time against a trivial init; containers
+#                against crun and runc)
 #
 # Outputs go to out/. The kernel build is cached outside the clone (see
 # kernel-config/build.sh), keyed by its inputs.
@@ -20,7 +21,7 @@ HOST_BIN := target/debug
 STAGE := tools/stage
 
 .PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
-        bench bench-boot clean
+        bench bench-boot bench-containers clean
 
 all: kernel initramfs
 
@@ -31,10 +32,11 @@ deps:
 guest: deps
 	@$(STAGE) "build guest binaries" env RUSTFLAGS="$(GUEST_RUSTFLAGS)" \
 		$(CARGO) build --release --locked --target $(GUEST_TARGET) \
-		-p corral-init -p corral-guest-tools
+		-p corral-init -p corral-sysd -p corral-guest-tools
 	@mkdir -p $(OUT)/guest
 	@cp $(GUEST_BIN)/init $(OUT)/init
-	@cp $(GUEST_BIN)/zombie-storm $(GUEST_BIN)/floor-init $(OUT)/guest/
+	@cp $(GUEST_BIN)/sysd $(GUEST_BIN)/corral $(OUT)/
+	@cp $(GUEST_BIN)/zombie-storm $(GUEST_BIN)/floor-init $(GUEST_BIN)/container-bench $(OUT)/guest/
 
 # Host tools: the initramfs writer and the VM harness (qemu/run, benchmarks).
 host: deps
@@ -45,7 +47,11 @@ build: guest host
 kernel: deps
 	@$(STAGE) "kernel" kernel-config/build.sh $(OUT)
 
-initramfs: guest host
+# System container images, written reproducibly by corral-mkimage.
+images: host
+	@$(STAGE) "images" images/busybox/build.sh $(OUT) $(HOST_BIN)/corral-mkimage
+
+initramfs: guest host images
 	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(HOST_BIN)/corral-initramfs
 	@rm -rf $(OUT)/floor.d && mkdir -p $(OUT)/floor.d
 	@install -m 0755 $(OUT)/guest/floor-init $(OUT)/floor.d/init
@@ -66,11 +72,11 @@ unit: deps
 	@$(STAGE) "harness unit tests" $(CARGO) test --locked -p corral-qemu --lib --bins
 
 boot-test: kernel initramfs
-	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu --test boot -- --test-threads=2
+	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu --test boot --test engine -- --test-threads=2
 
 test: lint unit boot-test
 
-bench: bench-boot
+bench: bench-boot bench-containers
 
 bench-boot: kernel initramfs
 	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
@@ -78,3 +84,6 @@ bench-boot: kernel initramfs
 clean:
 	rm -rf $(OUT)
 	$(CARGO) clean
+
+bench-containers: kernel initramfs
+	@$(STAGE) "container benchmark" $(HOST_BIN)/corral-bench containers --runs $${RUNS:-100}

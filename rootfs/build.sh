@@ -5,6 +5,10 @@
 #   INIT    the static init binary
 #   MKCPIO  the corral-initramfs tool (writes reproducible cpio archives)
 #
+# Also takes OUT_DIR/sysd and OUT_DIR/corral (the engine and its CLI),
+# OUT_DIR/images/*.tar (system images, imported by sysd at boot) and
+# Debian's tini-static (the container init for `init = true`).
+#
 # Writes OUT_DIR/initramfs.img (zstd-compressed cpio). The tree is staged in
 # OUT_DIR/initramfs.d, which is left behind for inspection.
 set -eu
@@ -14,6 +18,7 @@ out=${1:?usage: build.sh OUT_DIR INIT MKCPIO}
 init=${2:?usage: build.sh OUT_DIR INIT MKCPIO}
 mkcpio=${3:?usage: build.sh OUT_DIR INIT MKCPIO}
 busybox=${BUSYBOX:-/bin/busybox}
+tini=${TINI:-/usr/bin/tini-static}
 
 abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 mkdir -p "$out"
@@ -24,6 +29,11 @@ mkcpio=$(abspath "$mkcpio")
 die() { printf 'initramfs: error: %s\n' "$*" >&2; exit 1; }
 [ -x "$init" ] || die "init binary $init not found (make build)"
 [ -x "$busybox" ] || die "$busybox not found (install busybox-static: make deps)"
+[ -x "$tini" ] || die "$tini not found (install tini: make deps)"
+for bin in sysd corral; do
+    [ -x "$out/$bin" ] || die "$out/$bin not found (make build)"
+done
+ls "$out"/images/*.tar >/dev/null 2>&1 || die "no system images in $out/images (make images)"
 file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
     die "$busybox is not statically linked (install busybox-static, not busybox)"
 
@@ -32,7 +42,7 @@ rm -rf "$stage"
 mkdir -p "$stage"
 cd "$stage"
 
-mkdir -p bin sbin usr/bin usr/sbin etc proc sys dev run tmp root var/lib/corral var/log
+mkdir -p bin sbin usr/bin usr/sbin usr/libexec/corral usr/share/corral/images etc proc sys dev run tmp root var/lib/corral var/log
 chmod 0700 root
 chmod 1777 tmp
 cp -R "$here/etc/." etc/
@@ -41,6 +51,14 @@ cp -R "$here/etc/." etc/
 install -m 0755 "$init" init
 for name in init poweroff reboot halt; do
     ln -s /init "sbin/$name"
+done
+
+# The container engine, its CLI, the container init and the system images.
+install -m 0755 "$out/sysd" usr/bin/sysd
+install -m 0755 "$out/corral" usr/bin/corral
+install -m 0755 "$tini" usr/libexec/corral/tini
+for image in "$out"/images/*.tar; do
+    install -m 0644 "$image" usr/share/corral/images/
 done
 
 # busybox for the shell and the rescue tools, minus the applets init replaces.

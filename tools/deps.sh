@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages Corral's build, run and tests need, if any is
-# missing (dropbear-bin: the boot test of the harness's SSH client). As root it runs apt-get; otherwise it prints the command.
+# missing (dropbear-bin: the boot test of the harness's SSH client; crun, runc:
+# the peers of `make bench-containers`). As root it runs apt-get; otherwise it prints the command.
 set -eu
 
 packages="
@@ -9,6 +10,7 @@ packages="
     linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
     openssh-client
     dropbear-bin
+    crun runc
 "
 
 missing=""

@@ -33,12 +33,12 @@ pub struct InitConfig {
 impl Default for InitConfig {
     fn default() -> Self {
         Self {
-            // Until the container engine exists, PID 1 keeps a login shell
-            // on the console. This is also what runs when the config file is
+            // The system container engine, which runs the console among
+            // the services. This is also what runs when the config file is
             // unreadable, so it must be something that exists in the
-            // initramfs.
-            command: Command::trusted(&["/bin/sh", "-l"]),
-            tty: true,
+            // initramfs (sysd then falls back to its built-in services).
+            command: Command::trusted(&["/usr/bin/sysd"]),
+            tty: false,
             restart_delay: Duration::from_millis(500),
             restart_delay_max: Duration::from_secs(30),
             max_restarts: 5,
@@ -69,10 +69,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_supervises_a_login_shell_on_the_console() {
+    fn default_supervises_the_container_engine() {
         let d = InitConfig::default();
-        assert_eq!(d.command.argv(), ["/bin/sh", "-l"]);
-        assert!(d.tty);
+        assert_eq!(d.command.argv(), ["/usr/bin/sysd"]);
+        assert!(!d.tty);
         assert!(d.validate().is_ok());
         // The literal bypassed validation; it must pass it anyway.
         assert!(Command::try_from(d.command.argv().to_vec()).is_ok());

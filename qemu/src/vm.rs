@@ -431,6 +431,11 @@ impl Vm {
 
     /// Types `poweroff` and waits for QEMU to exit; fails unless it exits 0.
     pub fn poweroff(&mut self, timeout: Duration) -> Result<Duration, VmError> {
+        // A shell that is still starting (getty flushes what was typed
+        // before it) would lose the command.
+        if !self.shell_synced {
+            self.sync_shell(timeout)?;
+        }
         self.send("poweroff\n")?;
         self.expect_clean_exit(timeout)
     }

@@ -4,6 +4,11 @@
 //!
 //! `corral-bench boot`: Corral's boot against the floor, the same kernel
 //! with a trivial static /init that powers off at once.
+//!
+//! `corral-bench containers`: in one boot, N sequential
+//! create+start+wait+delete of a `/bin/true` container through sysd's API
+//! beside `crun run` and `runc run` of the same spec; sysd's idle memory
+//! and the cost of a running container (see qemu/guest container-bench).
 
 use std::time::Duration;
 
@@ -28,6 +33,12 @@ enum Bench {
         #[arg(long, default_value = "microvm")]
         machine: Machine,
     },
+    /// Container start-to-delete through sysd's API against crun and runc.
+    Containers {
+        /// Containers of each kind.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
 }
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,6 +54,7 @@ struct Sample {
 fn main() -> Result<()> {
     match Args::parse().bench {
         Bench::Boot { runs, machine } => boot(runs, machine),
+        Bench::Containers { runs } => containers(runs),
     }
 }
 
@@ -190,5 +202,53 @@ fn boot(runs: usize, machine: Machine) -> Result<()> {
         c_exit.median / f_exit.median
     );
     println!("  init (PID 1) memory after boot: VmRSS {rss}, VmHWM {hwm}");
+    Ok(())
+}
+
+/// Adds a dynamically linked host program and the libraries `ldd` lists.
+fn with_host_program(mut overlay: Overlay, program: &str) -> Result<Overlay> {
+    overlay = overlay
+        .host_file(program, 0o755, std::path::Path::new(program))
+        .with_context(|| format!("{program} (make deps installs it)"))?;
+    let ldd = std::process::Command::new("ldd").arg(program).output()?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(lib) = path.filter(|p| p.starts_with('/')) {
+            overlay = overlay.host_file(lib, 0o755, std::path::Path::new(lib))?;
+        }
+    }
+    Ok(overlay)
+}
+
+fn containers(runs: usize) -> Result<()> {
+    let mut config = VmConfig::corral("bench-containers")?;
+    config.memory_mb = 1024;
+    // The console joins the host's cgroup namespace too, so that crun and
+    // runc, run from it in init's mount namespace, see the whole hierarchy.
+    let mut overlay = Overlay::new()
+        .config("[services.console]\nhost-namespaces = [\"pid\", \"net\", \"ipc\", \"uts\", \"cgroup\"]\n")
+        .host_file(
+            "/usr/local/bin/container-bench",
+            0o755,
+            &out_dir().join("guest/container-bench"),
+        )
+        .context("out/guest/container-bench (make build)")?;
+    for program in ["/usr/bin/crun", "/usr/sbin/runc"] {
+        overlay = with_host_program(overlay, program)?;
+    }
+    let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
+    vm.wait_for("sysd: ready: ", TIMEOUT)?;
+    let out = vm.run_ok(
+        &format!("nsenter -t 1 -m /usr/local/bin/container-bench {runs}"),
+        Duration::from_secs(1800),
+    )?;
+    println!("container benchmark: {runs} containers each, one boot, TCG");
+    for line in out.lines().filter(|l| l.starts_with("bench: ")) {
+        println!("  {}", &line[7..]);
+    }
+    vm.poweroff(TIMEOUT)?;
     Ok(())
 }

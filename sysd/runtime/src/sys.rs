@@ -1,0 +1,254 @@
+//! The raw system calls the runtime needs that `nix` does not wrap, or
+//! wraps in a way that is wrong after a bare `clone3` (glibc's
+//! `setresuid` and `setgroups` try to signal every thread the parent had).
+//! This is the only module with `unsafe`.
+
+use std::ffi::CStr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use libc::{c_char, c_int, c_long};
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// From linux/sched.h (libc's constant is deprecated: it overflows i32).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+pub(crate) enum Forked {
+    Parent { pid: Pid, pidfd: OwnedFd },
+    Child,
+}
+
+/// `clone3` like `fork` (own stack copy, SIGCHLD at exit), with a pidfd,
+/// straight into the cgroup `cgroup_fd` and into new namespaces
+/// (`ns_flags`, CLONE_NEW*).
+///
+/// In the child only async-signal-safe work may follow: the parent may
+/// have other threads, whose locks (malloc's among them) are copied in
+/// whatever state they were.
+pub(crate) fn clone3(ns_flags: u64, cgroup_fd: RawFd) -> Result<Forked, Errno> {
+    let mut pidfd: c_int = -1;
+    let mut args = CloneArgs {
+        flags: ns_flags | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without a
+    // stack the child continues on a copy of ours, as after fork.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: Pid::from_raw(pid as i32),
+            // SAFETY: CLONE_PIDFD stored a new descriptor we now own.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+pub(crate) fn pidfd_send_signal(pidfd: RawFd, signal: c_int) -> Result<(), Errno> {
+    // SAFETY: plain syscall; a null siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn check(r: c_long) -> Result<(), Errno> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn setresgid(gid: u32) -> Result<(), Errno> {
+    // SAFETY: raw syscall (this thread only), integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })
+}
+
+pub(crate) fn setresuid(uid: u32) -> Result<(), Errno> {
+    // SAFETY: raw syscall (this thread only), integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+}
+
+pub(crate) fn setgroups(groups: &[libc::gid_t]) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe a live slice.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Sets this thread's capability sets (64-bit masks).
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let lo = |m: u64| m as u32;
+    let hi = |m: u64| (m >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo(effective),
+            permitted: lo(permitted),
+            inheritable: lo(inheritable),
+        },
+        CapData {
+            effective: hi(effective),
+            permitted: hi(permitted),
+            inheritable: hi(inheritable),
+        },
+    ];
+    // SAFETY: header and the two-element data array are what capset(2)
+    // reads for version 3.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    })
+}
+
+pub(crate) fn prctl(option: c_int, arg2: u64, arg3: u64) -> Result<(), Errno> {
+    // SAFETY: the options used here take integer arguments only.
+    let r = unsafe { libc::prctl(option, arg2, arg3, 0u64, 0u64) };
+    Errno::result(r).map(drop)
+}
+
+/// Installs a seccomp BPF program on this thread.
+pub(crate) fn seccomp(program: &[libc::sock_filter]) -> Result<(), Errno> {
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel copies the program; `prog` points at a live slice.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    })
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })
+}
+
+pub(crate) fn dup2(from: RawFd, to: RawFd) -> Result<(), Errno> {
+    // SAFETY: dup2 on descriptors; `to` is replaced atomically.
+    Errno::result(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// Every catchable signal back to its default disposition (a
+/// disposition of "ignore", like Rust's for SIGPIPE, survives exec).
+pub(crate) fn reset_signals() {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// `execve` with null-terminated pointer arrays built beforehand, so the
+/// child allocates nothing. Returns only on failure.
+pub(crate) fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: both arrays are null-terminated and point at CStrings that
+    // outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+/// Writes the whole buffer (small, below PIPE_BUF, so atomic) to `fd`.
+pub(crate) fn write_raw(fd: RawFd, buf: &[u8]) {
+    // SAFETY: the pointer and length describe a live slice.
+    let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+}
+
+/// Leaves the child without running atexit handlers or flushing the
+/// parent's copied stdio buffers.
+pub(crate) fn exit_child(code: c_int) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Borrows a descriptor the caller keeps open for as long as it is used.
+pub(crate) fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: callers pass descriptors that stay open until the child
+    // exec's or exits (the parent holds them across the clone).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+pub(crate) fn setrlimit(resource: c_int, limit: &libc::rlimit64) -> Result<(), Errno> {
+    // SAFETY: `limit` is a valid rlimit64 for the call's duration.
+    Errno::result(unsafe { libc::setrlimit64(resource as _, limit) }).map(drop)
+}

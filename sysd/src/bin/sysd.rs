@@ -1,0 +1,238 @@
+//! `sysd`: Corral's container engine daemon.
+//!
+//! In the system role (started by init) it imports the images shipped in
+//! the initramfs, re-attaches to containers that survived a restart of the
+//! engine, starts the system services in dependency order, serves the API
+//! on `/run/corral/system.sock`, and on SIGTERM stops the services in
+//! reverse order and exits. In the user role it serves its API only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use corral_config::{service, Config};
+use corral_sysd::engine::{Engine, EngineConfig};
+use corral_sysd::{api, logs, services};
+use log::{error, info, warn, LevelFilter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    System,
+    User,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "sysd", version, about = "Corral's container engine")]
+struct Args {
+    #[arg(long, value_enum, default_value = "system")]
+    role: Role,
+    /// The system config (system role).
+    #[arg(long, default_value = corral_config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The API socket [default: /run/corral/<role>.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Transient state [default: /run/corral/<role>].
+    #[arg(long)]
+    run_root: Option<PathBuf>,
+    /// Images and container data [default: /var/lib/corral/<role>].
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// Containers' cgroups go below this [default: corral/<role>].
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// Image archives to import at start-up (system role).
+    #[arg(long, default_value = "/usr/share/corral/images")]
+    images_dir: PathBuf,
+    /// The container init for `init = true` containers.
+    #[arg(long, default_value = "/usr/libexec/corral/tini")]
+    init_binary: PathBuf,
+    /// Log debug messages too.
+    #[arg(long, env = "CORRAL_DEBUG")]
+    debug: bool,
+}
+
+/// Log lines to stderr (init gives it the console), prefixed like init's.
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let level = match r.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                _ => "",
+            };
+            eprintln!("sysd: {level}{}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+fn main() {
+    let args = Args::parse();
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(if args.debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the event loop: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+async fn run(args: Args) -> Result<()> {
+    let began = Instant::now();
+    let role = args.role.name();
+    let cfg = EngineConfig {
+        role: role.to_owned(),
+        run_root: args
+            .run_root
+            .unwrap_or_else(|| PathBuf::from(format!("/run/corral/{role}"))),
+        data_root: args
+            .data_root
+            .unwrap_or_else(|| PathBuf::from(format!("/var/lib/corral/{role}"))),
+        cgroup_root: args.cgroup_root,
+        cgroup_parent: args
+            .cgroup_parent
+            .unwrap_or_else(|| format!("corral/{role}")),
+        init_binary: args.init_binary.exists().then_some(args.init_binary),
+        log_max_size: logs::DEFAULT_MAX_SIZE,
+        log_keep: logs::DEFAULT_KEEP,
+    };
+    let socket = args
+        .socket
+        .unwrap_or_else(|| PathBuf::from(format!("/run/corral/{role}.sock")));
+    let engine = Engine::open(cfg)?;
+
+    // Containers that outlived a previous engine first, so nothing is
+    // started twice.
+    engine.adopt();
+
+    let listener = api::bind(&socket).context("the API socket")?;
+    tokio::spawn(api::serve(engine.clone(), listener));
+
+    let mut order = Vec::new();
+    if args.role == Role::System {
+        import_images(&engine, &args.images_dir).await;
+        let config = match Config::load(&args.config) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("{e}");
+                error!("using the built-in services only");
+                Config::default()
+            }
+        };
+        match services::plan(&engine, &service::merged(&config.services)) {
+            Ok(plan) => {
+                let up = services::start(&engine, &plan).await;
+                order = plan.order.clone();
+                info!(
+                    "ready: {} service{} running, API on {} (uptime {} s, {} ms after start)",
+                    up.len(),
+                    if up.len() == 1 { "" } else { "s" },
+                    socket.display(),
+                    uptime(),
+                    began.elapsed().as_millis()
+                );
+            }
+            Err(e) => error!("config error: services: {e}; no service started"),
+        }
+    } else {
+        info!("ready: API on {} (uptime {} s)", socket.display(), uptime());
+    }
+
+    wait_for_shutdown().await;
+    info!("stopping");
+    services::stop_all(&engine, &order).await;
+    let _ = std::fs::remove_file(&socket);
+    info!("stopped");
+    Ok(())
+}
+
+async fn import_images(engine: &Arc<Engine>, dir: &std::path::Path) {
+    let mut archives: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            warn!("{}: {e}", dir.display());
+            return;
+        }
+    };
+    archives.sort();
+    for archive in archives {
+        let store = engine.images().clone();
+        let path = archive.clone();
+        let t = Instant::now();
+        match tokio::task::spawn_blocking(move || store.load(&path)).await {
+            Ok(Ok(loaded)) => {
+                for l in loaded {
+                    info!(
+                        "imported {} ({}) in {} ms",
+                        l.names.join(", "),
+                        l.id.get(..19).unwrap_or(&l.id),
+                        t.elapsed().as_millis()
+                    );
+                }
+            }
+            Ok(Err(e)) => error!("importing {}: {e}", archive.display()),
+            Err(e) => error!("importing {}: {e}", archive.display()),
+        }
+    }
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot handle SIGTERM; running until killed");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

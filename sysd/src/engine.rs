@@ -1,0 +1,1085 @@
+//! The engine: containers, their processes and their supervision.
+//!
+//! One `Engine` per role. It owns the image store, the state directory and
+//! a table of containers; the API and the service start-up both act
+//! through it. Everything runs on one tokio thread: process exits arrive
+//! as readable pidfds, container output through FIFOs, and a container's
+//! table entry is only touched under a short-lived lock, never across an
+//! `.await`.
+//!
+//! Output goes through a FIFO per stream in the container's state
+//! directory. The container's end is opened read-write, so the FIFO always
+//! has a reader and a container never gets SIGPIPE while the engine is
+//! down (it blocks once the pipe buffer is full instead); a restarted
+//! engine reopens the FIFOs and carries on. Together with the pid and
+//! start time in the state record, this is what lets the engine restart
+//! without disturbing its containers.
+
+use std::collections::BTreeMap;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_config::service::ServiceDef;
+use corral_image::Store;
+use corral_runtime::cgroup::Cgroup;
+use corral_runtime::{Process, Rootfs, SpawnOptions, Stdio};
+use log::{error, info, warn};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use oci_spec::runtime::Spec;
+use tokio::sync::{broadcast, watch};
+
+use crate::logs::{self, Entry, LogWriter, Stream};
+use crate::restart::{Backoff, Decision, Exit};
+use crate::spec;
+use crate::state::{Record, RunState, StateDir, Status};
+
+/// The image label holding an image's default service definition (TOML).
+pub const SERVICE_LABEL: &str = "io.corral.service";
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `system` or `user`.
+    pub role: String,
+    /// Transient state: `/run/corral/<role>`.
+    pub run_root: PathBuf,
+    /// Images and container data: `/var/lib/corral/<role>`.
+    pub data_root: PathBuf,
+    /// The cgroup2 mount, `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
+    /// Containers' cgroups go below this, e.g. `corral/system`.
+    pub cgroup_parent: String,
+    /// tini, for containers that ask for an init.
+    pub init_binary: Option<PathBuf>,
+    pub log_max_size: u64,
+    pub log_keep: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotModified(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NoSuchContainer(_) | Self::NoSuchImage(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::NotModified(_) => 304,
+            Self::Invalid(_) => 400,
+            Self::Internal(_) => 500,
+        }
+    }
+}
+
+fn internal(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(what.to_string())
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// A container as the API shows it.
+/// Logged entries, and when following: new entries and exit notices.
+pub type LogsView = (
+    Vec<Entry>,
+    Option<broadcast::Receiver<Entry>>,
+    Option<watch::Receiver<u64>>,
+);
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub record: Record,
+    pub spec: Option<Spec>,
+}
+
+struct Container {
+    record: Record,
+    spec: Spec,
+    layers: Vec<PathBuf>,
+    process: Option<Arc<Process>>,
+    /// Bumped on each start, so a late exit or restart timer of an earlier
+    /// run cannot act on the current one.
+    generation: u64,
+    started: Option<Instant>,
+    backoff: Backoff,
+    /// Set by stop and remove: the restart policy does not apply.
+    stopping: bool,
+    /// Counts exits; waiters watch it.
+    exits: watch::Sender<u64>,
+    removed: watch::Sender<bool>,
+    logs: broadcast::Sender<Entry>,
+}
+
+struct Inner {
+    containers: BTreeMap<String, Container>,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    images: Arc<Store>,
+    states: StateDir,
+    inner: Mutex<Inner>,
+}
+
+/// A fresh random container id: 64 hex digits, as Docker's.
+fn new_id() -> Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| internal(format!("reading /dev/urandom: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+/// Docker's container name rule.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128
+}
+
+impl Engine {
+    pub fn open(cfg: EngineConfig) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context as _;
+        for dir in [&cfg.run_root, &cfg.data_root] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let images = Store::open(cfg.data_root.join("images"))
+            .with_context(|| format!("opening the image store in {}", cfg.data_root.display()))?;
+        Ok(Arc::new(Self {
+            states: StateDir::new(cfg.run_root.join("containers")),
+            images: Arc::new(images),
+            cfg,
+            inner: Mutex::new(Inner {
+                containers: BTreeMap::new(),
+            }),
+        }))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn images(&self) -> &Arc<Store> {
+        &self.images
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug; the data is still
+        // the best we have, so keep going with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_root.join("containers").join(id)
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.data_dir(id).join("container.log")
+    }
+
+    fn cgroup_rel(&self, id: &str) -> String {
+        format!("{}/{id}", self.cfg.cgroup_parent)
+    }
+
+    /// Finds a container by id, unique id prefix or name.
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        let inner = self.lock();
+        resolve_in(&inner, reference)
+    }
+
+    /// Image ids in use by any container (`rmi` refuses them).
+    pub fn image_in_use(&self, image_id: &str) -> bool {
+        self.lock()
+            .containers
+            .values()
+            .any(|c| c.record.image_id == image_id)
+    }
+
+    /// Makes a container from a definition. `def.image` must be set.
+    /// `service` containers come from the system config: their image's
+    /// default definition is laid under `def`, and they are supervised.
+    pub fn create(
+        self: &Arc<Self>,
+        name: Option<&str>,
+        def: ServiceDef,
+        service: bool,
+    ) -> Result<String> {
+        let image_ref = def
+            .image
+            .clone()
+            .ok_or_else(|| EngineError::Invalid("no image given".into()))?;
+        let image = self.images.get(&image_ref).map_err(|e| match e {
+            corral_image::Error::NotFound(_) => EngineError::NoSuchImage(image_ref.clone()),
+            other => EngineError::Invalid(other.to_string()),
+        })?;
+        let def = if service {
+            merged_with_image_default(&image, def).map_err(EngineError::Invalid)?
+        } else {
+            def
+        };
+        let id = new_id()?;
+        let name = match name {
+            Some(n) if !valid_name(n) => {
+                return Err(EngineError::Invalid(format!(
+                    "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )))
+            }
+            Some(n) => n.to_owned(),
+            None => format!("c-{}", &id[..12]),
+        };
+        {
+            let inner = self.lock();
+            if let Some(other) = inner.containers.values().find(|c| c.record.name == name) {
+                return Err(EngineError::Conflict(format!(
+                    "the container name {name:?} is already in use by container {}",
+                    other.record.id
+                )));
+            }
+        }
+        let run_dir = self.states.container_dir(&id);
+        let rootfs = run_dir.join("rootfs");
+        let image_config = image.config.config().clone().unwrap_or_default();
+        let spec = spec::build(
+            &def,
+            &spec::Context {
+                name: &name,
+                image: &image_config,
+                layers: &image.layers,
+                rootfs: &rootfs,
+                cgroup: self.cgroup_rel(&id),
+                init_binary: self.cfg.init_binary.as_deref(),
+            },
+        )
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+
+        let record = Record {
+            id: id.clone(),
+            name: name.clone(),
+            image: image_ref,
+            image_id: image.id.clone(),
+            def: def.clone(),
+            service,
+            created: now(),
+            restart_count: 0,
+            state: RunState::default(),
+        };
+        let made = (|| -> std::io::Result<()> {
+            let data = self.data_dir(&id);
+            for d in [rootfs.clone(), data.join("upper"), data.join("work")] {
+                std::fs::create_dir_all(d)?;
+            }
+            for stream in ["stdout", "stderr"] {
+                nix::unistd::mkfifo(
+                    &run_dir.join(stream),
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                )
+                .map_err(std::io::Error::from)?;
+            }
+            let json = serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?;
+            crate::state::write_atomic(&run_dir.join("config.json"), &json)?;
+            self.states.save(&record)
+        })();
+        if let Err(e) = made {
+            let _ = self.states.remove(&id);
+            let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            return Err(internal(format!("creating container {name}: {e}")));
+        }
+        let container = Container {
+            backoff: Backoff::new(def.restart(), def.max_retries()),
+            record,
+            spec,
+            layers: image.layers.clone(),
+            process: None,
+            generation: 0,
+            started: None,
+            stopping: false,
+            exits: watch::channel(0).0,
+            removed: watch::channel(false).0,
+            logs: broadcast::channel(256).0,
+        };
+        self.lock().containers.insert(id.clone(), container);
+        info!("created container {name} ({}) from {}", &id[..12], image.id);
+        Ok(id)
+    }
+
+    /// Starts a created or exited container.
+    pub fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let (spec, layers, name, generation) = {
+            let mut inner = self.lock();
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_some() {
+                return Err(EngineError::NotModified(format!(
+                    "container {} is already running",
+                    c.record.name
+                )));
+            }
+            c.stopping = false;
+            c.generation += 1;
+            (
+                c.spec.clone(),
+                c.layers.clone(),
+                c.record.name.clone(),
+                c.generation,
+            )
+        };
+        if self
+            .lock()
+            .containers
+            .get(id)
+            .map(|c| c.record.def.privileged == Some(true))
+            == Some(true)
+        {
+            warn!("starting {name} privileged: every capability, the host's devices, no seccomp");
+        }
+        let run_dir = self.states.container_dir(id);
+        let data = self.data_dir(id);
+        let open_fifo = |stream: &str| -> std::io::Result<OwnedFd> {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(run_dir.join(stream))?;
+            Ok(OwnedFd::from(f))
+        };
+        // The reading ends are opened before the process starts: output a
+        // short-lived process leaves in a FIFO nobody holds open is lost.
+        let readers = self.open_readers(id).map_err(|e| {
+            EngineError::Internal(format!("opening the output FIFOs of {name}: {e}"))
+        })?;
+        let spawned = (|| -> std::result::Result<Process, String> {
+            let stdout = open_fifo("stdout").map_err(|e| format!("opening stdout FIFO: {e}"))?;
+            let stderr = open_fifo("stderr").map_err(|e| format!("opening stderr FIFO: {e}"))?;
+            corral_runtime::spawn(SpawnOptions {
+                id,
+                spec: &spec,
+                rootfs: Rootfs::Overlay {
+                    lower: layers,
+                    upper: data.join("upper"),
+                    work: data.join("work"),
+                },
+                mountpoint: run_dir.join("rootfs"),
+                cgroup_root: self.cfg.cgroup_root.clone(),
+                stdio: Stdio {
+                    stdin: None,
+                    stdout: Some(stdout),
+                    stderr: Some(stderr),
+                },
+            })
+            .map_err(|e| e.to_string())
+        })();
+        let process = match spawned {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let mut inner = self.lock();
+                if let Some(c) = inner.containers.get_mut(id) {
+                    c.record.state.status = Status::Exited;
+                    c.record.state.error = e.clone();
+                    c.record.state.exit_code = Some(127);
+                    c.record.state.finished_at = Some(now());
+                    let _ = self.states.save(&c.record);
+                }
+                drop(inner);
+                // The runtime may have made the cgroup before failing.
+                let _ =
+                    Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).remove();
+                return Err(EngineError::Internal(format!("starting {name}: {e}")));
+            }
+        };
+        {
+            let mut inner = self.lock();
+            if let Some(c) = inner.containers.get_mut(id) {
+                c.record.state = RunState {
+                    status: Status::Running,
+                    pid: Some(process.pid.as_raw()),
+                    start_time: Some(process.start_time),
+                    started_at: Some(now()),
+                    ..RunState::default()
+                };
+                c.process = Some(process.clone());
+                c.started = Some(Instant::now());
+                if let Err(e) = self.states.save(&c.record) {
+                    error!("saving the state of {name}: {e}");
+                }
+            }
+        }
+        info!("started {name} (pid {})", process.pid);
+        self.watch(id.to_owned(), generation, process, true, Some(readers));
+        Ok(())
+    }
+
+    /// Follows a running process: its output into the log, its exit into
+    /// the record and the restart policy.
+    fn watch(
+        self: &Arc<Self>,
+        id: String,
+        generation: u64,
+        process: Arc<Process>,
+        child: bool,
+        readers: Option<(std::fs::File, std::fs::File)>,
+    ) {
+        let engine = self.clone();
+        let (tx_done, rx_done) = watch::channel(false);
+        let pump_engine = self.clone();
+        let pump_id = id.clone();
+        let pump =
+            tokio::spawn(async move { pump_engine.pump_logs(pump_id, readers, rx_done).await });
+        tokio::spawn(async move {
+            let exit = wait_exit(&process, child).await;
+            let _ = tx_done.send(true);
+            // The log is complete before anyone waiting hears of the exit.
+            let _ = pump.await;
+            engine.on_exit(&id, generation, exit);
+        });
+    }
+
+    /// The engine's (reading) ends of the container's output FIFOs.
+    fn open_readers(&self, id: &str) -> std::io::Result<(std::fs::File, std::fs::File)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let run_dir = self.states.container_dir(id);
+        let open = |stream: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(run_dir.join(stream))
+        };
+        Ok((open("stdout")?, open("stderr")?))
+    }
+
+    async fn pump_logs(
+        self: Arc<Self>,
+        id: String,
+        readers: Option<(std::fs::File, std::fs::File)>,
+        mut done: watch::Receiver<bool>,
+    ) {
+        let files = match readers {
+            Some(r) => Ok(r),
+            None => self.open_readers(&id),
+        };
+        let pair =
+            files.and_then(|(o, e)| Ok((crate::sys::async_file(o)?, crate::sys::async_file(e)?)));
+        let (out, err) = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("{id}: cannot read its output: {e}");
+                return;
+            }
+        };
+        let mut writer =
+            LogWriter::new(self.log_path(&id), self.cfg.log_max_size, self.cfg.log_keep);
+        let sender = match self.lock().containers.get(&id) {
+            Some(c) => c.logs.clone(),
+            None => return,
+        };
+        let mut buf = vec![0u8; 16 << 10];
+        // A FIFO whose writers have all closed stays readable (EOF) for
+        // good: stop polling it, or the task would spin.
+        let (mut out_eof, mut err_eof) = (false, false);
+        loop {
+            let mut finished = false;
+            tokio::select! {
+                r = out.readable(), if !out_eof => if let Ok(mut g) = r {
+                    out_eof = drain(&mut g, &mut buf, Stream::Stdout, &mut writer, &sender);
+                },
+                r = err.readable(), if !err_eof => if let Ok(mut g) = r {
+                    err_eof = drain(&mut g, &mut buf, Stream::Stderr, &mut writer, &sender);
+                },
+                _ = done.changed() => finished = true,
+            }
+            if finished {
+                // Whatever the process wrote before it ended.
+                for (fd, stream) in [(&out, Stream::Stdout), (&err, Stream::Stderr)] {
+                    read_all(fd.get_ref(), &mut buf, stream, &mut writer, &sender);
+                }
+                if let Ok(entries) = writer.flush_partial() {
+                    for e in entries {
+                        let _ = sender.send(e);
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn on_exit(self: &Arc<Self>, id: &str, generation: u64, exit: Exit) {
+        let cgroup = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id)));
+        let oom = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false);
+        // Whatever the process left behind in its cgroup (a daemon that
+        // double-forked in a host-pid container) goes with it.
+        if let Err(e) = cgroup.kill_all() {
+            warn!("{id}: killing what is left in its cgroup: {e}");
+        }
+        if let Err(e) = cgroup.remove() {
+            warn!("{id}: removing its cgroup: {e}");
+        }
+        let mut inner = self.lock();
+        let Some(c) = inner.containers.get_mut(id) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        let ran_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
+        c.process = None;
+        c.record.state.status = Status::Exited;
+        c.record.state.pid = None;
+        c.record.state.start_time = None;
+        c.record.state.finished_at = Some(now());
+        c.record.state.oom_killed = oom;
+        match exit {
+            Exit::Code(code) => c.record.state.exit_code = Some(code),
+            Exit::Unknown => {
+                c.record.state.exit_code = Some(-1);
+                c.record.state.error =
+                    "exited while the engine was not running; exit status unknown".into();
+            }
+        }
+        let name = c.record.name.clone();
+        let what = match (exit, oom) {
+            (_, true) => "was killed by the OOM killer (memory limit reached)".to_owned(),
+            (Exit::Code(code), _) => format!("exited with status {code}"),
+            (Exit::Unknown, _) => "exited (status unknown)".to_owned(),
+        };
+        let decision = if c.record.service && !c.stopping {
+            c.backoff.on_exit(exit, ran_for)
+        } else {
+            Decision::Stop
+        };
+        if let Decision::Restart { .. } = decision {
+            c.record.state.status = Status::Restarting;
+        }
+        if let Err(e) = self.states.save(&c.record) {
+            error!("saving the state of {name}: {e}");
+        }
+        c.exits.send_modify(|n| *n += 1);
+        drop(inner);
+        match decision {
+            Decision::Restart { after } => {
+                info!(
+                    "{name} {what}; restarting in {}",
+                    humantime::format_duration(after)
+                );
+                let engine = self.clone();
+                let id = id.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let still_wanted = {
+                        let mut inner = engine.lock();
+                        match inner.containers.get_mut(&id) {
+                            Some(c) if c.generation == generation && !c.stopping => {
+                                c.record.restart_count += 1;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if still_wanted {
+                        if let Err(e) = engine.start(&id) {
+                            error!("restarting {name}: {e}");
+                        }
+                    }
+                });
+            }
+            Decision::Stop => info!("{name} {what}"),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`; waits for the exit. The
+    /// restart policy does not apply to a stopped container.
+    pub async fn stop(self: &Arc<Self>, id: &str, timeout: Option<Duration>) -> Result<()> {
+        let (process, mut exits, timeout, name) = {
+            let mut inner = self.lock();
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            c.stopping = true;
+            if c.record.state.status == Status::Restarting {
+                c.record.state.status = Status::Exited;
+                let _ = self.states.save(&c.record);
+            }
+            let Some(p) = c.process.clone() else {
+                return Err(EngineError::NotModified(format!(
+                    "container {} is not running",
+                    c.record.name
+                )));
+            };
+            (
+                p,
+                c.exits.subscribe(),
+                timeout.unwrap_or_else(|| c.record.def.stop_timeout()),
+                c.record.name.clone(),
+            )
+        };
+        exits.borrow_and_update();
+        let _ = process.signal(Signal::SIGTERM);
+        if tokio::time::timeout(timeout, exits.changed())
+            .await
+            .is_err()
+        {
+            warn!(
+                "{name} did not stop within {}; killing it",
+                humantime::format_duration(timeout)
+            );
+            self.kill_cgroup(id, &process);
+            let _ = exits.changed().await;
+        }
+        Ok(())
+    }
+
+    fn kill_cgroup(&self, id: &str, process: &Process) {
+        let _ = process.signal(Signal::SIGKILL);
+        let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).kill_all();
+    }
+
+    pub fn kill(&self, id: &str, signal: Signal) -> Result<()> {
+        let inner = self.lock();
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+        let p = c.process.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("container {} is not running", c.record.name))
+        })?;
+        drop(inner);
+        p.signal(signal).map_err(internal)
+    }
+
+    pub async fn restart(self: &Arc<Self>, id: &str, timeout: Option<Duration>) -> Result<()> {
+        match self.stop(id, timeout).await {
+            Ok(()) | Err(EngineError::NotModified(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.backoff.reset();
+            c.record.restart_count += 1;
+        }
+        self.start(id)
+    }
+
+    /// Waits until the container is not running (`next_exit`: until its
+    /// next exit) and returns the exit code.
+    pub async fn wait(&self, id: &str, next_exit: bool) -> Result<i64> {
+        let mut exits = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            let mut rx = c.exits.subscribe();
+            rx.borrow_and_update();
+            if !next_exit && c.process.is_none() && c.record.state.status != Status::Restarting {
+                return Ok(i64::from(c.record.state.exit_code.unwrap_or(0)));
+            }
+            rx
+        };
+        loop {
+            if exits.changed().await.is_err() {
+                // Removed meanwhile.
+                return Err(EngineError::NoSuchContainer(id.to_owned()));
+            }
+            let inner = self.lock();
+            if let Some(c) = inner.containers.get(id) {
+                if next_exit || c.record.state.status == Status::Exited {
+                    return Ok(i64::from(c.record.state.exit_code.unwrap_or(0)));
+                }
+            }
+        }
+    }
+
+    /// Waits until the container is removed.
+    pub async fn wait_removed(&self, id: &str) -> Result<()> {
+        let mut rx = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            c.removed.subscribe()
+        };
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a container and everything it had: state, FIFOs, upper dir,
+    /// logs, cgroup. A running one needs `force` (it is killed first).
+    pub async fn remove(self: &Arc<Self>, id: &str, force: bool) -> Result<()> {
+        let running = {
+            let mut inner = self.lock();
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_some() && !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container {}: it is running (stop it first, or force)",
+                    c.record.name
+                )));
+            }
+            c.stopping = true;
+            c.process.clone().map(|p| (p, c.exits.subscribe()))
+        };
+        if let Some((process, mut exits)) = running {
+            exits.borrow_and_update();
+            self.kill_cgroup(id, &process);
+            let _ = tokio::time::timeout(Duration::from_secs(10), exits.changed()).await;
+        }
+        let Some(c) = self.lock().containers.remove(id) else {
+            return Ok(());
+        };
+        let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).remove();
+        logs::remove(&self.log_path(id), self.cfg.log_keep);
+        let mut problems = Vec::new();
+        if let Err(e) = std::fs::remove_dir_all(self.data_dir(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("{}: {e}", self.data_dir(id).display()));
+            }
+        }
+        if let Err(e) = self.states.remove(id) {
+            problems.push(format!("{}: {e}", self.states.container_dir(id).display()));
+        }
+        let _ = c.removed.send(true);
+        info!("removed {}", c.record.name);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(internal(format!(
+                "removed {}, but could not delete {}",
+                c.record.name,
+                problems.join(", ")
+            )))
+        }
+    }
+
+    pub fn list(&self) -> Vec<Snapshot> {
+        let inner = self.lock();
+        let mut v: Vec<Snapshot> = inner
+            .containers
+            .values()
+            .map(|c| Snapshot {
+                record: c.record.clone(),
+                spec: None,
+            })
+            .collect();
+        v.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+        v
+    }
+
+    pub fn inspect(&self, id: &str) -> Result<Snapshot> {
+        let inner = self.lock();
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+        Ok(Snapshot {
+            record: c.record.clone(),
+            spec: Some(c.spec.clone()),
+        })
+    }
+
+    /// The logged output (last `tail` entries), and with `follow` a
+    /// receiver for what comes next (None once the container is not
+    /// running).
+    pub fn logs(&self, id: &str, tail: Option<usize>, follow: bool) -> Result<LogsView> {
+        let (rx, exits) = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if follow && c.process.is_some() {
+                let mut e = c.exits.subscribe();
+                e.borrow_and_update();
+                (Some(c.logs.subscribe()), Some(e))
+            } else {
+                (None, None)
+            }
+        };
+        let entries = logs::read(&self.log_path(id), self.cfg.log_keep, tail).map_err(internal)?;
+        Ok((entries, rx, exits))
+    }
+
+    /// After an engine restart: reads the records in the state directory,
+    /// re-attaches to every container whose process still runs (same pid
+    /// and start time), and marks the others exited with an unknown status.
+    pub fn adopt(self: &Arc<Self>) {
+        let (records, broken) = self.states.load_all();
+        for (path, e) in broken {
+            error!(
+                "ignoring the unreadable container record {}: {e}",
+                path.display()
+            );
+        }
+        for mut record in records {
+            let id = record.id.clone();
+            let run_dir = self.states.container_dir(&id);
+            let spec: Spec = match std::fs::read(run_dir.join("config.json"))
+                .map_err(|e| e.to_string())
+                .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(
+                        "container {} ({id}): unreadable config.json: {e}; dropping it",
+                        record.name
+                    );
+                    let _ = self.states.remove(&id);
+                    let _ = std::fs::remove_dir_all(self.data_dir(&id));
+                    continue;
+                }
+            };
+            let layers = self
+                .images
+                .get(&record.image_id)
+                .map(|i| i.layers)
+                .unwrap_or_default();
+            let process = match (
+                record.state.status,
+                record.state.pid,
+                record.state.start_time,
+            ) {
+                (Status::Running, Some(pid), Some(st)) => match Process::adopt(pid, st) {
+                    Ok(p) => p.map(Arc::new),
+                    Err(e) => {
+                        warn!("{}: cannot re-attach to pid {pid}: {e}", record.name);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let was_running = matches!(record.state.status, Status::Running | Status::Restarting);
+            if process.is_none() && was_running {
+                record.state.status = Status::Exited;
+                record.state.pid = None;
+                record.state.exit_code = Some(-1);
+                record.state.finished_at = Some(now());
+                record.state.error =
+                    "exited while the engine was not running; exit status unknown".into();
+                let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(&id)))
+                    .kill_all();
+                let _ =
+                    Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(&id))).remove();
+                let _ = self.states.save(&record);
+            }
+            let name = record.name.clone();
+            let container = Container {
+                backoff: Backoff::new(record.def.restart(), record.def.max_retries()),
+                spec,
+                layers,
+                process: process.clone(),
+                generation: 1,
+                started: process.as_ref().map(|_| Instant::now()),
+                stopping: false,
+                exits: watch::channel(0).0,
+                removed: watch::channel(false).0,
+                logs: broadcast::channel(256).0,
+                record,
+            };
+            self.lock().containers.insert(id.clone(), container);
+            if let Some(p) = process {
+                info!("re-attached to {name} (pid {})", p.pid);
+                // Not our child any more (init reaped the old engine's
+                // children's parent): the exit status will be unknown.
+                self.watch(id, 1, p, false, None);
+            } else if was_running {
+                warn!("{name} exited while the engine was down");
+            }
+        }
+    }
+
+    /// The names of containers and whether each is running, for the
+    /// service start-up.
+    pub fn by_name(&self, name: &str) -> Option<(String, bool, ServiceDef, Status, Option<i32>)> {
+        let inner = self.lock();
+        inner
+            .containers
+            .values()
+            .find(|c| c.record.name == name)
+            .map(|c| {
+                (
+                    c.record.id.clone(),
+                    c.process.is_some(),
+                    c.record.def.clone(),
+                    c.record.state.status,
+                    c.record.state.exit_code,
+                )
+            })
+    }
+}
+
+fn resolve_in(inner: &Inner, reference: &str) -> Result<String> {
+    if inner.containers.contains_key(reference) {
+        return Ok(reference.to_owned());
+    }
+    let name = reference.strip_prefix('/').unwrap_or(reference);
+    if let Some(c) = inner.containers.values().find(|c| c.record.name == name) {
+        return Ok(c.record.id.clone());
+    }
+    let matches: Vec<&String> = inner
+        .containers
+        .keys()
+        .filter(|id| !reference.is_empty() && id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(EngineError::NoSuchContainer(reference.to_owned())),
+        _ => Err(EngineError::Invalid(format!(
+            "{reference:?} matches several containers; give more of the id"
+        ))),
+    }
+}
+
+/// The image's default definition (label [`SERVICE_LABEL`]) with the
+/// config's on top.
+pub fn merged_with_image_default(
+    image: &corral_image::Image,
+    def: ServiceDef,
+) -> std::result::Result<ServiceDef, String> {
+    let label = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().as_ref())
+        .and_then(|l| l.get(SERVICE_LABEL));
+    let Some(text) = label else {
+        return Ok(def);
+    };
+    let mut base = ServiceDef::parse(text).map_err(|e| {
+        format!(
+            "image {}: its default service definition (label {SERVICE_LABEL}) is invalid: {e}",
+            image.names.first().unwrap_or(&image.id)
+        )
+    })?;
+    base.overlay(&def);
+    Ok(base)
+}
+
+/// Reads what is there; true at end of file (no writer left).
+fn drain(
+    guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::fs::File>,
+    buf: &mut [u8],
+    stream: Stream,
+    writer: &mut LogWriter,
+    sender: &broadcast::Sender<Entry>,
+) -> bool {
+    let fd = guard.get_inner();
+    match read_all(fd, buf, stream, writer, sender) {
+        Drained::Empty => {
+            guard.clear_ready();
+            false
+        }
+        Drained::Eof => true,
+    }
+}
+
+enum Drained {
+    /// Nothing more for now (EAGAIN).
+    Empty,
+    /// No writer left.
+    Eof,
+}
+
+/// Reads until the FIFO is empty or closed.
+fn read_all(
+    f: &std::fs::File,
+    buf: &mut [u8],
+    stream: Stream,
+    writer: &mut LogWriter,
+    sender: &broadcast::Sender<Entry>,
+) -> Drained {
+    use std::io::Read;
+    let mut f = f;
+    loop {
+        match f.read(buf) {
+            Ok(0) => return Drained::Eof,
+            Ok(n) => match writer.feed(stream, &buf[..n]) {
+                Ok(entries) => {
+                    for e in entries {
+                        let _ = sender.send(e);
+                    }
+                }
+                Err(e) => warn!("writing a container log: {e}"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Drained::Empty,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!("reading container output: {e}");
+                return Drained::Eof;
+            }
+        }
+    }
+}
+
+/// Waits for the process to end. For our own child the status comes from
+/// `waitid` (which also reaps it); for an adopted process only the fact.
+async fn wait_exit(process: &Process, child: bool) -> Exit {
+    let fd = match process
+        .pidfd
+        .try_clone()
+        .map(std::fs::File::from)
+        .and_then(crate::sys::async_file)
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("watching pid {}: {e}", process.pid);
+            return Exit::Unknown;
+        }
+    };
+    loop {
+        match fd.readable().await {
+            Ok(mut g) => {
+                g.clear_ready();
+                // A pidfd turns readable once, at exit; check to be sure.
+                match reap(std::os::fd::AsFd::as_fd(fd.get_ref()), child) {
+                    Some(exit) => return exit,
+                    None => continue,
+                }
+            }
+            Err(e) => {
+                error!("watching pid {}: {e}", process.pid);
+                return Exit::Unknown;
+            }
+        }
+    }
+}
+
+fn reap(fd: BorrowedFd<'_>, child: bool) -> Option<Exit> {
+    use nix::sys::wait::{waitid, Id};
+    if !child {
+        // Readable means exited; only the parent can learn the status.
+        return Some(Exit::Unknown);
+    }
+    match waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Code(128 + sig as i32)),
+        Ok(WaitStatus::StillAlive) => None,
+        Ok(_) => None,
+        Err(nix::errno::Errno::EINTR) => None,
+        Err(_) => Some(Exit::Unknown),
+    }
+}

@@ -1,0 +1,738 @@
+//! From a service definition and its image to an OCI runtime spec.
+//!
+//! Every container, whether a service from the system config or one made
+//! through the API, is described by a [`ServiceDef`] (the API's create body
+//! is translated into one) and turned into an `oci_spec::runtime::Spec`
+//! here. This is pure: no file is touched except the image's `/etc/passwd`
+//! and `/etc/group`, read to resolve `user`, so every rule is unit tested.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use corral_config::service::{HostNamespace, ServiceDef, CAPABILITIES};
+use oci_spec::runtime::{
+    Capability, LinuxBlockIoBuilder, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+/// Where `--init` puts the container init (tini) inside the container.
+pub const INIT_PATH: &str = "/sbin/corral-init";
+
+/// Used when neither the image nor the definition sets `PATH`.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the engine knows about the container besides its definition.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The container's name (service name, or API name).
+    pub name: &'a str,
+    /// The image's runtime config (entrypoint, cmd, env, user...).
+    pub image: &'a oci_spec::image::Config,
+    /// The image's unpacked layers, bottom first: `user` is resolved in
+    /// them.
+    pub layers: &'a [PathBuf],
+    /// The rootfs mountpoint (the spec's `root.path`).
+    pub rootfs: &'a Path,
+    /// cgroup path relative to the cgroup root, e.g. `corral/system/web`.
+    pub cgroup: String,
+    /// The host's tini binary, bind-mounted at [`INIT_PATH`] when the
+    /// definition asks for an init.
+    pub init_binary: Option<&'a Path>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("nothing to run: the image has no entrypoint or command and the definition sets none")]
+    NoCommand,
+    #[error("user {0:?}: {1}")]
+    User(String, String),
+    #[error("device {0}: {1}")]
+    Device(String, String),
+    #[error("init = true, but the container init (tini) is not installed on this system")]
+    NoInit,
+    #[error("building the runtime spec: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
+/// The argv: the definition's entrypoint/command over the image's, with
+/// Docker's rule that setting an entrypoint drops the image's command.
+pub fn argv(def: &ServiceDef, image: &oci_spec::image::Config) -> Vec<String> {
+    let entrypoint = def
+        .entrypoint
+        .clone()
+        .or_else(|| image.entrypoint().clone())
+        .unwrap_or_default();
+    let command = match (&def.command, &def.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd().clone().unwrap_or_default(),
+    };
+    entrypoint.into_iter().chain(command).collect()
+}
+
+/// The environment: image first, then the definition's variables (which
+/// win), `PATH` guaranteed, `HOSTNAME` as Docker sets it.
+pub fn environment(
+    def: &ServiceDef,
+    image: &oci_spec::image::Config,
+    hostname: &str,
+) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |k: &str, v: &str, env: &mut BTreeMap<String, String>| {
+        if env.insert(k.to_owned(), v.to_owned()).is_none() {
+            order.push(k.to_owned());
+        }
+    };
+    for kv in image.env().iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v, &mut env);
+    }
+    if !env.contains_key("PATH") {
+        let (k, v) = DEFAULT_PATH.split_once('=').unwrap_or_default();
+        set(k, v, &mut env);
+    }
+    set("HOSTNAME", hostname, &mut env);
+    for (k, v) in def.env.iter().flatten() {
+        set(k, v, &mut env);
+    }
+    order
+        .iter()
+        .map(|k| format!("{k}={}", env.get(k).map(String::as_str).unwrap_or_default()))
+        .collect()
+}
+
+/// The capability set: Docker's default, plus `cap-add`, minus `cap-drop`
+/// (`ALL` in either means every capability); every one for privileged.
+pub fn capabilities(def: &ServiceDef) -> Vec<Capability> {
+    let all = || {
+        CAPABILITIES
+            .iter()
+            .filter_map(|c| parse_cap(c))
+            .collect::<Vec<_>>()
+    };
+    if def.privileged.unwrap_or(false) {
+        return all();
+    }
+    let mut caps = corral_runtime::defaults::capabilities();
+    for c in def.cap_add.iter().flatten() {
+        if c.is_all() {
+            caps = all();
+        } else if let Some(cap) = parse_cap(c.as_str()) {
+            if !caps.contains(&cap) {
+                caps.push(cap);
+            }
+        }
+    }
+    for c in def.cap_drop.iter().flatten() {
+        if c.is_all() {
+            caps.clear();
+        } else if let Some(cap) = parse_cap(c.as_str()) {
+            caps.retain(|x| *x != cap);
+        }
+    }
+    caps.sort_by_key(|c| c.to_string());
+    caps
+}
+
+fn parse_cap(name: &str) -> Option<Capability> {
+    name.parse().ok()
+}
+
+/// Resolves `user` (`NAME`, `UID`, `UID:GID`, `NAME:GROUP`) to numbers
+/// with the image's passwd and group files. The primary group of a named
+/// user comes from passwd; supplementary groups from the group file.
+pub fn resolve_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32>), SpecError> {
+    let err = |why: String| SpecError::User(user.to_owned(), why);
+    if user.is_empty() {
+        return Ok((0, 0, Vec::new()));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_image_file(layers, "etc/passwd").unwrap_or_default();
+    let group = read_image_file(layers, "etc/group").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
+    let (uid, name, primary) = match (u.parse::<u32>(), entry) {
+        (_, Some(f)) => (
+            f[2].parse::<u32>()
+                .map_err(|_| err(format!("bad uid {:?} in the image's /etc/passwd", f[2])))?,
+            Some(f[0].to_owned()),
+            f[3].parse::<u32>().ok(),
+        ),
+        (Ok(uid), None) => (uid, None, None),
+        (Err(_), None) => return Err(err(format!("no user {u:?} in the image's /etc/passwd"))),
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
+        },
+        None => primary.unwrap_or(0),
+    };
+    let mut additional = Vec::new();
+    if let (Some(name), None) = (&name, g) {
+        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(id) = f[2].parse::<u32>() {
+                    if id != gid && !additional.contains(&id) {
+                        additional.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, additional))
+}
+
+/// A file as the container will see it: from the topmost layer that has
+/// it. Only used for small text files.
+fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
+    layers
+        .iter()
+        .rev()
+        .map(|l| l.join(rel))
+        .find(|p| p.symlink_metadata().map(|m| m.is_file()).unwrap_or(false))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+}
+
+fn bind(source: &str, target: &str, readonly: bool) -> Result<Mount, SpecError> {
+    let mut options = vec!["rbind".to_owned(), "nosuid".to_owned()];
+    if readonly {
+        options.push("ro".to_owned());
+    }
+    Ok(MountBuilder::default()
+        .destination(target)
+        .typ("bind")
+        .source(source)
+        .options(options)
+        .build()?)
+}
+
+/// Builds the spec. `hostname` defaults to the container's name.
+pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
+    let privileged = def.privileged.unwrap_or(false);
+    let host_ns = def.host_namespaces.clone().unwrap_or_default();
+    let shares = |ns: HostNamespace| host_ns.contains(&ns);
+
+    let mut args = argv(def, ctx.image);
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let use_init = def.init.unwrap_or(false);
+    if use_init {
+        if ctx.init_binary.is_none() {
+            return Err(SpecError::NoInit);
+        }
+        args.splice(0..0, [INIT_PATH.to_owned(), "--".to_owned()]);
+    }
+
+    let hostname = def.hostname.clone().unwrap_or_else(|| {
+        let mut h: String = ctx
+            .name
+            .chars()
+            .map(|c| if c == '_' { '-' } else { c })
+            .take(63)
+            .collect();
+        if h.ends_with('-') {
+            h.push('0');
+        }
+        h
+    });
+    let env = environment(def, ctx.image, &hostname);
+
+    let user = def
+        .user
+        .clone()
+        .or_else(|| ctx.image.user().clone())
+        .unwrap_or_default();
+    let (uid, gid, additional) = resolve_user(&user, ctx.layers)?;
+
+    let caps = capabilities(def);
+    let cap_set: std::collections::HashSet<Capability> = caps.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(cap_set.clone())
+        .effective(cap_set.clone())
+        .permitted(cap_set)
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()?;
+
+    let cwd = def
+        .working_dir
+        .clone()
+        .or_else(|| ctx.image.working_dir().clone().filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "/".to_owned());
+
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .additional_gids(additional)
+                .build()?,
+        )
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        // A privileged service (the console's sudo, say) may need setuid
+        // binaries to gain privileges; nothing else should.
+        .no_new_privileges(!privileged)
+        .build()?;
+
+    // Mounts: the runtime's standard set, then the host's /dev if asked,
+    // the container init, and the configured binds in order.
+    let host_dev = def.host_dev.unwrap_or(false) || privileged;
+    let mut mounts: Vec<Mount> = corral_runtime::defaults::mounts()
+        .into_iter()
+        .filter(|m| {
+            let d = m.destination().to_string_lossy();
+            // With the host's /dev, its devpts, shm and mqueue come along.
+            !(host_dev && d.starts_with("/dev"))
+        })
+        .map(|m| {
+            // A privileged container administers the machine: /sys and its
+            // cgroups are writable.
+            if privileged && m.destination().starts_with("/sys") {
+                let mut m = m;
+                let opts: Vec<String> = m
+                    .options()
+                    .iter()
+                    .flatten()
+                    .filter(|o| o.as_str() != "ro")
+                    .cloned()
+                    .collect();
+                m.set_options(Some(opts));
+                m
+            } else {
+                m
+            }
+        })
+        .collect();
+    if host_dev {
+        mounts.push(
+            MountBuilder::default()
+                .destination("/dev")
+                .typ("bind")
+                .source("/dev")
+                .options(vec!["rbind".to_owned(), "nosuid".to_owned()])
+                .build()?,
+        );
+    }
+    if let (true, Some(init)) = (use_init, ctx.init_binary) {
+        mounts.push(bind(&init.to_string_lossy(), INIT_PATH, true)?);
+    }
+    for b in def.binds.iter().flatten() {
+        mounts.push(bind(&b.source, &b.target, b.readonly)?);
+    }
+
+    let mut namespaces = vec![LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Mount)
+        .build()?];
+    for (ns, typ) in [
+        (HostNamespace::Pid, LinuxNamespaceType::Pid),
+        (HostNamespace::Net, LinuxNamespaceType::Network),
+        (HostNamespace::Ipc, LinuxNamespaceType::Ipc),
+        (HostNamespace::Uts, LinuxNamespaceType::Uts),
+        (HostNamespace::Cgroup, LinuxNamespaceType::Cgroup),
+    ] {
+        if !shares(ns) {
+            namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
+        }
+    }
+
+    let mut devices = Vec::new();
+    if !host_dev {
+        for d in def.devices.iter().flatten() {
+            devices.push(device(&d.host, &d.container)?);
+        }
+    }
+
+    let r = def.resources.clone().unwrap_or_default();
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(m) = r.memory {
+        let limit = i64::try_from(m.get()).unwrap_or(i64::MAX);
+        // Swap is counted against the same limit, as `docker run -m`
+        // without `--memory-swap` allows twice the memory: here swap is
+        // simply not allowed, the OS has none.
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()?,
+        );
+    }
+    if let Some(p) = r.pids {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(i64::from(p)).build()?);
+    }
+    if let Some(c) = r.cpus {
+        let period: u64 = 100_000;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota((c.get() * period as f64).round() as i64)
+                .build()?,
+        );
+    }
+    if let Some(w) = r.io_weight {
+        resources = resources.block_io(LinuxBlockIoBuilder::default().weight(w).build()?);
+    }
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build()?)
+        .cgroups_path(PathBuf::from(format!("/{}", ctx.cgroup)))
+        .devices(devices);
+    if !privileged {
+        linux = linux
+            .masked_paths(corral_runtime::defaults::masked_paths())
+            .readonly_paths(corral_runtime::defaults::readonly_paths());
+        if def.seccomp.unwrap_or(true) {
+            linux = linux.seccomp(corral_runtime::defaults::seccomp());
+        }
+    } else {
+        // oci-spec's builder starts from its own default lists; a
+        // privileged container has none.
+        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
+    }
+
+    let mut spec = SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(ctx.rootfs)
+                .readonly(def.readonly_rootfs.unwrap_or(false))
+                .build()?,
+        )
+        .mounts(mounts)
+        .process(process)
+        .linux(linux.build()?)
+        .build()?;
+    if !shares(HostNamespace::Uts) {
+        spec.set_hostname(Some(hostname));
+    } else {
+        spec.set_hostname(None);
+    }
+    Ok(spec)
+}
+
+/// A device node for the container, typed and numbered like the host's.
+fn device(host: &str, container: &str) -> Result<oci_spec::runtime::LinuxDevice, SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta =
+        std::fs::metadata(host).map_err(|e| SpecError::Device(host.to_owned(), e.to_string()))?;
+    let ft = meta.file_type();
+    let typ = if ft.is_char_device() {
+        LinuxDeviceType::C
+    } else if ft.is_block_device() {
+        LinuxDeviceType::B
+    } else {
+        return Err(SpecError::Device(
+            host.to_owned(),
+            "not a character or block device".into(),
+        ));
+    };
+    let rdev = meta.rdev();
+    Ok(LinuxDeviceBuilder::default()
+        .path(container)
+        .typ(typ)
+        .major(libc::major(rdev) as i64)
+        .minor(libc::minor(rdev) as i64)
+        .file_mode(meta.mode() & 0o7777)
+        .uid(meta.uid())
+        .gid(meta.gid())
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::ConfigBuilder;
+
+    fn image() -> oci_spec::image::Config {
+        ConfigBuilder::default()
+            .entrypoint(vec!["/bin/app".to_owned()])
+            .cmd(vec!["--serve".to_owned()])
+            .env(vec!["PATH=/bin".to_owned(), "A=image".to_owned()])
+            .working_dir("/srv".to_owned())
+            .build()
+            .unwrap()
+    }
+
+    fn def(toml: &str) -> ServiceDef {
+        ServiceDef::parse(toml).unwrap()
+    }
+
+    fn build_with(def: &ServiceDef, layers: &[PathBuf]) -> Spec {
+        let img = image();
+        let ctx = Context {
+            name: "web_1",
+            image: &img,
+            layers,
+            rootfs: Path::new("/run/corral/system/x/rootfs"),
+            cgroup: "corral/system/web_1".into(),
+            init_binary: Some(Path::new("/usr/libexec/corral/tini")),
+        };
+        build(def, &ctx).unwrap()
+    }
+
+    #[test]
+    fn argv_follows_docker_rules() {
+        let img = image();
+        assert_eq!(argv(&def(""), &img), ["/bin/app", "--serve"]);
+        assert_eq!(argv(&def("command = [\"-x\"]"), &img), ["/bin/app", "-x"]);
+        // A new entrypoint drops the image's command.
+        assert_eq!(argv(&def("entrypoint = [\"/bin/sh\"]"), &img), ["/bin/sh"]);
+        assert_eq!(
+            argv(
+                &def("entrypoint = [\"/bin/sh\"]\ncommand = [\"-c\", \"true\"]"),
+                &img
+            ),
+            ["/bin/sh", "-c", "true"]
+        );
+    }
+
+    #[test]
+    fn environment_layers_and_keeps_order() {
+        let env = environment(&def("env = { A = \"def\", B = \"2\" }"), &image(), "web");
+        assert_eq!(env, ["PATH=/bin", "A=def", "HOSTNAME=web", "B=2"]);
+        let bare = oci_spec::image::Config::default();
+        let env = environment(&def(""), &bare, "h");
+        assert!(env[0].starts_with("PATH=/usr/local/sbin:"), "{env:?}");
+    }
+
+    #[test]
+    fn default_spec_is_isolated_and_confined() {
+        let spec = build_with(&def(""), &[]);
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.args().as_ref().unwrap(), &["/bin/app", "--serve"]);
+        assert_eq!(process.cwd(), Path::new("/srv"));
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(spec.hostname().as_deref(), Some("web-1"));
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        for t in [
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Cgroup,
+        ] {
+            assert!(ns.contains(&t), "{t:?} missing from {ns:?}");
+        }
+        assert!(linux.seccomp().is_some());
+        assert!(linux
+            .masked_paths()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/proc/kcore"));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/corral/system/web_1"))
+        );
+        let caps = process.capabilities().as_ref().unwrap();
+        let bounding = caps.bounding().as_ref().unwrap();
+        assert_eq!(bounding.len(), 14, "{bounding:?}");
+        assert!(!bounding.contains(&Capability::SysAdmin));
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
+        assert!(!spec.root().as_ref().unwrap().readonly().unwrap_or(false));
+        let dests: Vec<_> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
+            assert!(dests.iter().any(|x| x == d), "{d} missing from {dests:?}");
+        }
+    }
+
+    #[test]
+    fn host_namespaces_are_left_out() {
+        let spec = build_with(&def("host-namespaces = [\"net\", \"uts\"]"), &[]);
+        let ns: Vec<_> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert!(!ns.contains(&LinuxNamespaceType::Network));
+        assert!(!ns.contains(&LinuxNamespaceType::Uts));
+        assert!(ns.contains(&LinuxNamespaceType::Pid));
+        // Sharing the host's UTS namespace must not rename the host.
+        assert_eq!(spec.hostname(), &None);
+    }
+
+    #[test]
+    fn capabilities_add_and_drop() {
+        let caps = capabilities(&def(
+            "cap-add = [\"NET_ADMIN\"]\ncap-drop = [\"MKNOD\", \"NET_RAW\"]",
+        ));
+        assert!(caps.contains(&Capability::NetAdmin));
+        assert!(!caps.contains(&Capability::Mknod));
+        assert!(!caps.contains(&Capability::NetRaw));
+        assert!(caps.contains(&Capability::Chown));
+        assert!(capabilities(&def("cap-drop = [\"ALL\"]")).is_empty());
+        assert_eq!(
+            capabilities(&def("cap-drop = [\"ALL\"]\ncap-add = [\"CHOWN\"]")),
+            // Adds apply before drops, as in Docker: ALL drops everything.
+            Vec::<Capability>::new()
+        );
+        assert_eq!(
+            capabilities(&def("privileged = true")).len(),
+            CAPABILITIES.len()
+        );
+    }
+
+    #[test]
+    fn privileged_gets_everything_and_no_filters() {
+        let spec = build_with(&def("privileged = true"), &[]);
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert!(linux.masked_paths().as_ref().is_none_or(Vec::is_empty));
+        assert!(linux.readonly_paths().as_ref().is_none_or(Vec::is_empty));
+        assert_eq!(
+            spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(false)
+        );
+        let sys = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/sys"))
+            .unwrap();
+        assert!(!sys.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+        let dev = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev"))
+            .unwrap();
+        assert_eq!(dev.typ().as_deref(), Some("bind"));
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        let spec = build_with(
+            &def("[resources]\nmemory = \"16M\"\npids = 64\ncpus = 0.5\nio-weight = 200"),
+            &[],
+        );
+        let r = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(16 << 20));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 64);
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
+        assert_eq!(r.block_io().as_ref().unwrap().weight(), Some(200));
+    }
+
+    #[test]
+    fn binds_init_readonly_and_seccomp_off() {
+        let spec = build_with(
+            &def("binds = [\"/run/corral:/run/corral:ro\"]\ninit = true\nreadonly-rootfs = true\nseccomp = false"),
+            &[],
+        );
+        let mounts = spec.mounts().as_ref().unwrap();
+        let b = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/run/corral"))
+            .unwrap();
+        assert!(b.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination() == Path::new(INIT_PATH)));
+        let args = spec.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(&args[..3], [INIT_PATH, "--", "/bin/app"]);
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+    }
+
+    #[test]
+    fn missing_command_and_init_are_errors() {
+        let img = oci_spec::image::Config::default();
+        let ctx = Context {
+            name: "x",
+            image: &img,
+            layers: &[],
+            rootfs: Path::new("/r"),
+            cgroup: "c".into(),
+            init_binary: None,
+        };
+        assert!(matches!(build(&def(""), &ctx), Err(SpecError::NoCommand)));
+        assert!(matches!(
+            build(&def("command = [\"/bin/true\"]\ninit = true"), &ctx),
+            Err(SpecError::NoInit)
+        ));
+    }
+
+    #[test]
+    fn users_resolve_in_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("l0");
+        let upper = dir.path().join("l1");
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(lower.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        // The upper layer's passwd shadows the lower one.
+        std::fs::write(
+            upper.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\nweb:x:1000:1000::/srv:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            upper.join("etc/group"),
+            "root:x:0:\nweb:x:1000:\nlog:x:4:web,other\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        let layers = [lower, upper];
+        assert_eq!(resolve_user("", &layers).unwrap(), (0, 0, vec![]));
+        assert_eq!(
+            resolve_user("nobody", &layers).unwrap(),
+            (65534, 65534, vec![])
+        );
+        assert_eq!(resolve_user("web", &layers).unwrap(), (1000, 1000, vec![4]));
+        assert_eq!(
+            resolve_user("web:nogroup", &layers).unwrap(),
+            (1000, 65534, vec![])
+        );
+        assert_eq!(resolve_user("1234:5", &layers).unwrap(), (1234, 5, vec![]));
+        let e = resolve_user("ghost", &layers).unwrap_err().to_string();
+        assert!(e.contains("no user \"ghost\""), "{e}");
+        let e = resolve_user("web:ghosts", &layers).unwrap_err().to_string();
+        assert!(e.contains("no group \"ghosts\""), "{e}");
+    }
+}

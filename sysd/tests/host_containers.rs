@@ -1,0 +1,208 @@
+//! Host integration tests (as root): the engine imports an image the test
+//! builds from busybox-static, runs containers from it and tears them
+//! down. Needs root, a cgroup2 mount and /bin/busybox (busybox-static);
+//! `make test` runs as root on a machine that has them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_config::service::ServiceDef;
+use corral_image::build::{write_oci_archive, ImageConfigSpec};
+use corral_sysd::engine::{Engine, EngineConfig};
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    })
+}
+
+/// A busybox rootfs with passwd/group, written as an OCI archive.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "grep", "hostname", "id", "ls", "sleep", "touch", "unshare", "wc",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    let out = dir.join("testbox.tar");
+    write_oci_archive(
+        &root,
+        "testbox",
+        &ImageConfigSpec {
+            cmd: vec!["/bin/sh".into()],
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+fn def(toml: &str) -> ServiceDef {
+    ServiceDef::parse(&format!("image = \"testbox\"\n{toml}")).unwrap()
+}
+
+async fn run(engine: &Arc<Engine>, name: &str, toml: &str) -> (i64, String, String) {
+    let id = engine.create(Some(name), def(toml), false).unwrap();
+    engine.start(&id).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(30), engine.wait(&id, false))
+        .await
+        .expect("the container did not exit within 30 s")
+        .unwrap();
+    let (entries, _, _) = engine.logs(&id, None, false).unwrap();
+    let out: String = entries.iter().map(|e| e.log.as_str()).collect();
+    (code, out, id)
+}
+
+fn mounts_mentioning(s: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(s))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn containers_are_isolated_and_torn_down() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: host container tests need root (make test runs as root)");
+        return;
+    }
+    let cgroup_root = cgroup2_mount().expect("no cgroup2 mount on this host");
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = busybox_image(tmp.path());
+    let parent = format!("corral-test-{}", std::process::id());
+    let cfg = EngineConfig {
+        role: "test".into(),
+        run_root: tmp.path().join("run"),
+        data_root: tmp.path().join("data"),
+        cgroup_root: cgroup_root.clone(),
+        cgroup_parent: parent.clone(),
+        init_binary: None,
+        log_max_size: 1 << 20,
+        log_keep: 1,
+    };
+    let engine = Engine::open(cfg).unwrap();
+    let loaded = engine.images().load(&archive).unwrap();
+    assert_eq!(loaded[0].names, vec!["testbox:latest".to_owned()]);
+
+    let report = r#"n=0; for p in /proc/[0-9]*; do n=$((n+1)); done
+echo pid=$$ procs=$n hostname=$(hostname) uid=$(id -u)
+grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status
+touch /written 2>/dev/null && echo rootfs=rw || echo rootfs=ro
+cat /proc/kcore >/dev/null 2>&1 && echo kcore=readable || echo kcore=masked
+unshare -n true 2>/dev/null && echo unshare=allowed || echo unshare=refused
+echo lines=$(cat /etc/passwd | wc -l)"#;
+    let (code, out, id) = run(
+        &engine,
+        "iso",
+        &format!("hostname = \"box1\"\ncommand = [\"/bin/sh\", \"-c\", '''{report}''']"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "pid=1 procs=1 hostname=box1 uid=0",
+        "CapEff:\t00000000a80425fb",
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "rootfs=rw",
+        "kcore=masked",
+        "unshare=refused",
+        "lines=2",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // The write went to the container's upper dir, not the image.
+    let img = engine.images().get("testbox").unwrap();
+    assert!(!img.layers[0].join("written").exists());
+
+    let run_dir = tmp.path().join("run/containers").join(&id);
+    let cgroup = cgroup_root.join(&parent).join(&id);
+    engine.remove(&id, false).await.unwrap();
+    assert!(!run_dir.exists(), "state dir left behind");
+    assert!(!tmp.path().join("data/containers").join(&id).exists());
+    assert!(!cgroup.exists(), "cgroup left behind");
+    assert!(mounts_mentioning(&id).is_empty(), "mounts left behind");
+
+    // Read-only root, another user, an exit code.
+    let (code, out, id) = run(
+        &engine,
+        "ro",
+        "readonly-rootfs = true\nuser = \"nobody\"\ncommand = [\"/bin/sh\", \"-c\", \"touch /x 2>/dev/null && echo rootfs=rw || echo rootfs=ro; id -u; grep CapEff /proc/self/status; exit 3\"]",
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("rootfs=ro"), "{out}");
+    assert!(out.contains("65534"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    engine.remove(&id, false).await.unwrap();
+
+    // A long-running container stopped and force-removed: nothing left.
+    let id = engine
+        .create(
+            Some("sleeper"),
+            def("command = [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000\"]"),
+            false,
+        )
+        .unwrap();
+    engine.start(&id).unwrap();
+    let pid = engine.inspect(&id).unwrap().record.state.pid.unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        engine.stop(&id, Some(Duration::from_secs(1))),
+    )
+    .await
+    .expect("stop hung")
+    .unwrap();
+    let cgroup = cgroup_root.join(&parent).join(&id);
+    assert!(
+        std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .map(|s| s.trim().is_empty())
+            .unwrap_or(true),
+        "processes left in the cgroup after stop"
+    );
+    engine.remove(&id, true).await.unwrap();
+    assert!(!cgroup.exists());
+    assert!(mounts_mentioning(&id).is_empty());
+
+    // A command that does not exist fails the start with a clear error.
+    let id = engine
+        .create(Some("missing"), def("command = [\"/nope\"]"), false)
+        .unwrap();
+    let err = engine.start(&id).unwrap_err().to_string();
+    assert!(
+        err.contains("/nope") && err.contains("No such file"),
+        "{err}"
+    );
+    engine.remove(&id, false).await.unwrap();
+    assert!(!cgroup_root.join(&parent).join(&id).exists());
+
+    // The image is in use only while a container has it.
+    let id = engine.create(Some("user"), def(""), false).unwrap();
+    assert!(engine
+        .images()
+        .remove("testbox", &|i| engine.image_in_use(&i.id))
+        .is_err());
+    engine.remove(&id, false).await.unwrap();
+    engine
+        .images()
+        .remove("testbox", &|i| engine.image_in_use(&i.id))
+        .unwrap();
+    let _ = std::fs::remove_dir(cgroup_root.join(&parent));
+}
