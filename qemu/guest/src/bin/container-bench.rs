@@ -217,7 +217,9 @@ fn run(n: usize) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let busy = kib(&status, "VmRSS:").ok_or("no VmRSS")?;
     let avail_after = kib("/proc/meminfo", "MemAvailable:").ok_or("no MemAvailable")?;
-    let cgroup: u64 = ids
+    // memory.current exists only where the memory controller is enabled:
+    // sysd enables it for containers with a memory limit.
+    let cgroup: Vec<u64> = ids
         .iter()
         .filter_map(|id| {
             std::fs::read_to_string(Path::new(CGROUPS).join(id).join("memory.current"))
@@ -226,11 +228,18 @@ fn run(n: usize) -> Result<()> {
                 .parse::<u64>()
                 .ok()
         })
-        .sum();
+        .collect();
+    let cgroup = if cgroup.is_empty() {
+        "n/a (no memory controller without a limit)".to_owned()
+    } else {
+        format!(
+            "{} kB",
+            cgroup.iter().sum::<u64>() / 1024 / cgroup.len() as u64
+        )
+    };
     println!(
-        "bench: per running container: sysd +{} kB RSS, cgroup memory.current {} kB, MemAvailable -{} kB",
+        "bench: per running container: sysd +{} kB RSS, cgroup memory.current {cgroup}, MemAvailable -{} kB",
         busy.saturating_sub(idle) / RUNNING,
-        cgroup / 1024 / RUNNING,
         avail_before.saturating_sub(avail_after) / RUNNING
     );
     for id in ids {
