@@ -32,6 +32,26 @@ impl Overlay {
         Ok(self.file(path, mode, data))
     }
 
+    /// Adds a dynamically linked host program and the libraries `ldd`
+    /// says it needs, at the same paths.
+    pub fn host_program(mut self, program: &str) -> io::Result<Self> {
+        let path = Path::new(program);
+        self = self.host_file(path, 0o755, path)?;
+        let ldd = std::process::Command::new("ldd").arg(program).output()?;
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let lib = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(lib) = lib.filter(|p| p.starts_with('/')) {
+                self = self.host_file(lib, 0o755, Path::new(lib))?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Replaces the embedded system config.
     pub fn config(self, toml: &str) -> Self {
         self.file("/etc/corral/config.toml", 0o644, toml)

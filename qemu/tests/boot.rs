@@ -4,7 +4,6 @@
 //!
 //! Run with `make boot-test` (which builds out/ first).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -319,27 +318,6 @@ fn forced_poweroff_skips_init() {
     );
 }
 
-/// Adds a dynamically linked host program and the libraries `ldd` says it
-/// needs, at the same paths.
-fn with_host_program(mut overlay: Overlay, program: &str) -> Overlay {
-    overlay = overlay
-        .host_file(program, 0o755, Path::new(program))
-        .unwrap_or_else(|e| panic!("{program}: {e} (make deps installs it)"));
-    let ldd = Command::new("ldd").arg(program).output().expect("ldd");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
-        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(lib) = path.filter(|p| p.starts_with('/')) {
-            overlay = overlay.host_file(lib, 0o755, Path::new(lib)).expect(lib);
-        }
-    }
-    overlay
-}
-
 #[test]
 fn the_harness_runs_commands_over_ssh() {
     // The console service (with OpenSSH) does not exist yet; dropbear from
@@ -355,11 +333,10 @@ fn the_harness_runs_commands_over_ssh() {
         .expect("ssh-keygen (openssh-client)");
     assert!(keygen.success());
     let public = std::fs::read(key.with_extension("pub")).unwrap();
-    let overlay = with_host_program(Overlay::new(), "/usr/sbin/dropbear").file(
-        "/root/.ssh/authorized_keys",
-        0o600,
-        public,
-    );
+    let overlay = Overlay::new()
+        .host_program("/usr/sbin/dropbear")
+        .unwrap_or_else(|e| panic!("dropbear: {e} (make deps installs it)"))
+        .file("/root/.ssh/authorized_keys", 0o600, public);
 
     let mut vm = boot("ssh", &["corral.hostname=over-ssh"], overlay);
     vm.wait_for(READY, BOOT).or_fail();

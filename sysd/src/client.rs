@@ -95,14 +95,7 @@ impl Client {
         let response = self.send(method, path, body, ct).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        if status.is_client_error() || status.is_server_error() {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Api { status, message });
-        }
-        Ok((status, bytes))
+        check(status, bytes)
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
@@ -145,14 +138,7 @@ impl Client {
         if let Ok(Err(e)) = reader.await {
             return Err(std::io::Error::new(e.kind(), format!("{}: {e}", file.display())).into());
         }
-        if status.is_client_error() || status.is_server_error() {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Api { status, message });
-        }
-        Ok((status, bytes))
+        check(status, bytes)
     }
 }
 
@@ -173,6 +159,19 @@ pub fn demux(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
         buf.drain(..8 + len);
         out.push((stream, payload));
     }
+}
+
+/// An error status becomes [`ClientError::Api`] with the body's JSON
+/// `message` (or the body itself).
+fn check(status: StatusCode, bytes: Bytes) -> Result<(StatusCode, Bytes), ClientError> {
+    if status.is_client_error() || status.is_server_error() {
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(ClientError::Api { status, message });
+    }
+    Ok((status, bytes))
 }
 
 #[cfg(test)]

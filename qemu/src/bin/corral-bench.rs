@@ -205,24 +205,6 @@ fn boot(runs: usize, machine: Machine) -> Result<()> {
     Ok(())
 }
 
-/// Adds a dynamically linked host program and the libraries `ldd` lists.
-fn with_host_program(mut overlay: Overlay, program: &str) -> Result<Overlay> {
-    overlay = overlay
-        .host_file(program, 0o755, std::path::Path::new(program))
-        .with_context(|| format!("{program} (make deps installs it)"))?;
-    let ldd = std::process::Command::new("ldd").arg(program).output()?;
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(lib) = path.filter(|p| p.starts_with('/')) {
-            overlay = overlay.host_file(lib, 0o755, std::path::Path::new(lib))?;
-        }
-    }
-    Ok(overlay)
-}
-
 fn containers(runs: usize) -> Result<()> {
     let mut config = VmConfig::corral("bench-containers")?;
     config.memory_mb = 1024;
@@ -237,7 +219,9 @@ fn containers(runs: usize) -> Result<()> {
         )
         .context("out/guest/container-bench (make build)")?;
     for program in ["/usr/bin/crun", "/usr/sbin/runc"] {
-        overlay = with_host_program(overlay, program)?;
+        overlay = overlay
+            .host_program(program)
+            .with_context(|| format!("{program} (make deps installs it)"))?;
     }
     let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
     vm.wait_for("sysd: ready: ", TIMEOUT)?;

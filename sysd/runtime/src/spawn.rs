@@ -174,32 +174,23 @@ const STEP_FDS: u32 = 22;
 
 impl Plan {
     fn describe(&self, step: u32, index: usize) -> String {
-        let nth = |v: &[String]| v.get(index).cloned().unwrap_or_default();
         match step {
             STEP_STDIO => "connecting stdio".into(),
             STEP_SETSID => "starting a session".into(),
             STEP_SETNS => format!(
                 "joining namespace {}",
-                nth(&self.setns.iter().map(|s| s.2.clone()).collect::<Vec<_>>())
+                self.setns.get(index).map_or("", |s| s.2.as_str())
             ),
             STEP_CGROUPNS => "making the cgroup namespace".into(),
             STEP_PROPAGATION => "making / private".into(),
             STEP_ROOTFS => format!("mounting the root: {}", self.rootfs.describe),
             STEP_MOUNT => format!(
                 "mounting {}",
-                nth(&self
-                    .mounts
-                    .iter()
-                    .map(|m| m.describe.clone())
-                    .collect::<Vec<_>>())
+                self.mounts.get(index).map_or("", |m| m.describe.as_str())
             ),
             STEP_DEVICE => format!(
                 "making device {}",
-                nth(&self
-                    .devices
-                    .iter()
-                    .map(|d| d.describe.clone())
-                    .collect::<Vec<_>>())
+                self.devices.get(index).map_or("", |d| d.describe.as_str())
             ),
             STEP_PIVOT => "pivot_root".into(),
             STEP_MASK => format!(
@@ -988,16 +979,8 @@ fn do_mount(m: &MountOp) -> Result<(), Errno> {
         m.flags,
         m.data.as_deref(),
     )?;
-    if let Some(flags) = m.remount {
-        nix::mount::mount(
-            None::<&str>,
-            m.target.as_c_str(),
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )?;
-    }
-    if let Some(flags) = m.propagation {
+    // A second pass for bind flags (ro, nosuid...), a third for propagation.
+    for flags in [m.remount, m.propagation].into_iter().flatten() {
         nix::mount::mount(
             None::<&str>,
             m.target.as_c_str(),
