@@ -32,10 +32,10 @@ deps:
 guest: deps
 	@$(STAGE) "build guest binaries" env RUSTFLAGS="$(GUEST_RUSTFLAGS)" \
 		$(CARGO) build --release --locked --target $(GUEST_TARGET) \
-		-p corral-init -p corral-sysd -p corral-guest-tools
+		-p corral-init -p corral-sysd -p corral-net -p corral-guest-tools
 	@mkdir -p $(OUT)/guest
 	@cp $(GUEST_BIN)/init $(OUT)/init
-	@cp $(GUEST_BIN)/sysd $(GUEST_BIN)/corral $(OUT)/
+	@cp $(GUEST_BIN)/sysd $(GUEST_BIN)/corral $(GUEST_BIN)/corral-netconf $(OUT)/
 	@cp $(GUEST_BIN)/zombie-storm $(GUEST_BIN)/floor-init $(GUEST_BIN)/container-bench $(OUT)/guest/
 
 # Host tools: the initramfs writer and the VM harness (qemu/run, benchmarks).
@@ -47,9 +47,17 @@ build: guest host
 kernel: deps
 	@$(STAGE) "kernel" kernel-config/build.sh $(OUT)
 
-# System container images, written reproducibly by corral-mkimage.
-images: host
-	@$(STAGE) "images" images/busybox/build.sh $(OUT) $(HOST_BIN)/corral-mkimage
+# System container images, written reproducibly by corral-mkimage: busybox
+# from its script, the services from their recipes (images/*/image.toml),
+# which take files from Debian's packages (cached outside the clone).
+RECIPES := $(wildcard images/*/image.toml)
+images: host guest
+	@$(STAGE) "image busybox" images/busybox/build.sh $(OUT) $(HOST_BIN)/corral-mkimage
+	@for r in $(RECIPES); do \
+		name=$$(basename $$(dirname $$r)); \
+		$(STAGE) "image $$name" $(HOST_BIN)/corral-mkimage --recipe $$r \
+			--out-dir $(OUT) --output $(OUT)/images/$$name.tar || exit 1; \
+	done
 
 initramfs: guest host images
 	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(HOST_BIN)/corral-initramfs
@@ -72,7 +80,9 @@ unit: deps
 	@$(STAGE) "harness unit tests" $(CARGO) test --locked -p corral-qemu --lib --bins
 
 boot-test: kernel initramfs
-	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu --test boot --test engine -- --test-threads=2
+	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
+	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu \
+		--test boot --test engine --test services -- --test-threads=2
 
 test: lint unit boot-test
 

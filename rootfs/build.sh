@@ -1,9 +1,11 @@
 #!/bin/sh
 # Assemble Corral's initramfs.
 #
-# usage: rootfs/build.sh OUT_DIR INIT MKCPIO
+# usage: rootfs/build.sh OUT_DIR INIT MKCPIO [MKIMAGE]
 #   INIT    the static init binary
 #   MKCPIO  the corral-initramfs tool (writes reproducible cpio archives)
+#   MKIMAGE corral-mkimage, which stages e2fsprogs (rootfs/e2fsprogs.toml)
+#           from Debian's package with its libraries
 #
 # Also takes OUT_DIR/sysd and OUT_DIR/corral (the engine and its CLI),
 # OUT_DIR/images/*.tar (system images, imported by sysd at boot) and
@@ -17,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT_DIR INIT MKCPIO}
 init=${2:?usage: build.sh OUT_DIR INIT MKCPIO}
 mkcpio=${3:?usage: build.sh OUT_DIR INIT MKCPIO}
+mkimage=${4:-$(dirname "$mkcpio")/corral-mkimage}
 busybox=${BUSYBOX:-/bin/busybox}
 tini=${TINI:-/usr/bin/tini-static}
 
@@ -25,6 +28,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 init=$(abspath "$init")
 mkcpio=$(abspath "$mkcpio")
+mkimage=$(abspath "$mkimage")
 
 die() { printf 'initramfs: error: %s\n' "$*" >&2; exit 1; }
 [ -x "$init" ] || die "init binary $init not found (make build)"
@@ -36,6 +40,9 @@ done
 ls "$out"/images/*.tar >/dev/null 2>&1 || die "no system images in $out/images (make images)"
 file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
     die "$busybox is not statically linked (install busybox-static, not busybox)"
+
+# mke2fs and e2fsck with their libraries, for the state disk.
+"$mkimage" --recipe "$here/e2fsprogs.toml" --out-dir "$out" --output "$out/e2fsprogs.tar" >/dev/null
 
 stage="$out/initramfs.d"
 rm -rf "$stage"
@@ -70,6 +77,14 @@ install -m 0755 "$busybox" bin/busybox
     mkdir -p "$(dirname "$applet")"
     ln -s /bin/busybox "$applet"
 done
+
+# After busybox: e2fsprogs' real mke2fs and e2fsck replace its applets.
+cp -a --remove-destination "$out/e2fsprogs.d/." .
+ln -sf mke2fs sbin/mkfs.ext4
+ln -sf e2fsck sbin/fsck.ext4
+# The network service writes the resolver config; / links to it like
+# every system image does.
+ln -s /run/corral/net/resolv.conf etc/resolv.conf
 
 cd - >/dev/null
 "$mkcpio" --root "$stage" \

@@ -12,6 +12,7 @@
 mod error;
 mod init;
 pub mod service;
+pub mod system;
 mod types;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use toml::Spanned;
 pub use error::{ConfigError, Diagnostic};
 pub use init::InitConfig;
 pub use service::{ServiceDef, ServiceName};
+pub use system::{DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, STATE_LABEL};
 pub use types::{Command, Duration, Hostname, InvalidValue};
 
 /// Where the embedded defaults live in the initramfs.
@@ -41,6 +43,12 @@ pub struct Config {
     pub init: InitConfig,
     /// The system containers the engine runs, by name.
     pub services: BTreeMap<ServiceName, ServiceDef>,
+    /// Interfaces, addresses and resolvers (the network service).
+    pub network: NetworkConfig,
+    /// Who may log in over SSH (the ssh service).
+    pub ssh: SshConfig,
+    /// The disk that keeps data across reboots (init).
+    pub state: StateConfig,
 }
 
 impl Config {
@@ -76,6 +84,9 @@ impl Config {
         self.init
             .validate()
             .map_err(|(key, message)| (key.to_owned(), message))?;
+        self.network.validate()?;
+        self.ssh.validate()?;
+        self.state.validate()?;
         for (name, def) in &self.services {
             def.validate()
                 .map_err(|(field, message)| (format!("services.{name}.{field}"), message))?;
@@ -164,6 +175,66 @@ kill-timeout = "2s"
         assert_eq!(c.init.stable_after, Duration::from_secs(10));
         assert_eq!(c.init.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(c.init.kill_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn network_ssh_and_state() {
+        let c = Config::parse(
+            r#"
+[network.interfaces.eth0]
+address = "192.168.7.2/24"
+gateway = "192.168.7.1"
+mtu = 1400
+[network.interfaces.eth1]
+dhcp = true
+[network.dns]
+nameservers = ["1.1.1.1"]
+search = ["lan"]
+[ssh]
+authorized-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA me@laptop"]
+[state]
+device = "/dev/vdb"
+autoformat = false
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.network.interfaces["eth0"].mtu, Some(1400));
+        assert!(c.network.interfaces["eth1"].dhcp);
+        assert_eq!(c.ssh.authorized_keys.len(), 1);
+        assert_eq!(c.state.device.as_deref(), Some("/dev/vdb"));
+        assert!(!c.state.autoformat);
+        assert!(Config::default().state.autoformat);
+    }
+
+    #[test]
+    fn bad_network_ssh_and_state_values_name_their_key() {
+        let d = err("[network.interfaces.eth0]\naddress = \"10.0.0.1\"\n");
+        assert_eq!(
+            d.key.as_deref(),
+            Some("network.interfaces.eth0.address"),
+            "{d}"
+        );
+        assert!(d.message.contains("ADDRESS/PREFIX"), "{d}");
+        assert_eq!(d.line, Some(2));
+        let d = err("[network.interfaces.eth0]\nmtu = 1500\n");
+        assert!(d.message.contains("dhcp = true or an address"), "{d}");
+        let d = err("[network.interfaces.eth0]\ndhcp = true\naddress = \"10.0.0.1/8\"\n");
+        assert!(d.message.contains("not both"), "{d}");
+        let d = err("[network.interfaces.eth0]\naddress = \"10.0.0.1/8\"\nmtu = 20\n");
+        assert_eq!(d.key.as_deref(), Some("network.interfaces.eth0.mtu"), "{d}");
+        let d = err("[ssh]\nauthorized-keys = [\"/root/.ssh/id_ed25519\"]\n");
+        assert_eq!(d.key.as_deref(), Some("ssh.authorized-keys[0]"), "{d}");
+        let d = err("[state]\ndevice = \"vdb\"\n");
+        assert_eq!(d.key.as_deref(), Some("state.device"), "{d}");
+        let d = err("[network.dns]\nnameservers = [\"dns.google\"]\n");
+        assert!(
+            d.key
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("network.dns.nameservers"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -992,7 +992,7 @@ mod order_tests {
         let m = merged(&config);
         let console = &m[&"console".parse::<ServiceName>().unwrap()];
         assert!(!console.is_enabled());
-        assert_eq!(console.image.as_deref(), Some("busybox:latest"));
+        assert_eq!(console.image.as_deref(), Some("console:latest"));
         assert!(m.contains_key(&"web".parse::<ServiceName>().unwrap()));
     }
 

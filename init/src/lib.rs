@@ -34,6 +34,7 @@ pub mod net;
 pub mod pid1;
 pub mod procs;
 pub mod shutdown;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod switchroot;

@@ -97,6 +97,8 @@ pub const DEV_SYMLINKS: &[(&str, &str)] = &[
     ("/proc/self/fd/0", "/dev/stdin"),
     ("/proc/self/fd/1", "/dev/stdout"),
     ("/proc/self/fd/2", "/dev/stderr"),
+    // The syslog service's socket, in a directory it can re-create it in.
+    ("/run/corral/syslog/log", "/dev/log"),
 ];
 
 /// A boot mount that did not happen.

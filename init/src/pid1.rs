@@ -132,6 +132,8 @@ fn boot() -> (InitConfig, bool) {
         }
     };
 
+    crate::state::setup(&config.state);
+
     if let Some(name) = cmdline.hostname.as_ref().or(config.hostname.as_ref()) {
         match nix::unistd::sethostname(name.as_str()) {
             Ok(()) => info!("hostname {name}"),

@@ -36,8 +36,56 @@ pub enum Top {
         #[command(subcommand)]
         command: EngineCmd,
     },
+    /// Read the system configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
     #[command(flatten)]
     Engine(EngineCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the value at a dotted key (a table as TOML, a list one item
+    /// a line); without a key, the whole configuration.
+    Get {
+        key: Option<String>,
+        /// The config file.
+        #[arg(long, default_value = corral_config::DEFAULT_PATH)]
+        file: PathBuf,
+    },
+}
+
+/// Where init reports what it did about the state disk.
+pub const STATE_STATUS: &str = "/run/corral/state-status";
+
+/// `corral config get`: the value at `key` of the parsed config
+/// (defaults filled in), as text.
+pub fn config_get(config: &corral_config::Config, key: Option<&str>) -> Result<String> {
+    let mut value = toml::Value::try_from(config).context("serializing the config")?;
+    if let Some(key) = key {
+        for part in key.split('.') {
+            value = match value {
+                toml::Value::Table(mut t) => t.remove(part).with_context(|| {
+                    format!("no such key: {key} (it is unset, or not a key of the config)")
+                })?,
+                _ => bail!("no such key: {key} ({part:?} is inside a value that is not a table)"),
+            };
+        }
+    }
+    Ok(match value {
+        toml::Value::String(s) => format!("{s}\n"),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => format!("{s}\n"),
+                other => format!("{other}\n"),
+            })
+            .collect(),
+        toml::Value::Table(t) => toml::to_string(&t).context("formatting the table")?,
+        other => format!("{other}\n"),
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +166,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let (default, command) = match cli.command {
         Top::System { command } => (SYSTEM_SOCKET, command),
         Top::Engine(command) => (USER_SOCKET, command),
+        Top::Config {
+            command: ConfigCmd::Get { key, file },
+        } => {
+            let config = corral_config::Config::load(&file)?;
+            let mut text = config_get(&config, key.as_deref())?;
+            if key.as_deref() == Some("state") {
+                // What init found, beside what the config asks for.
+                match std::fs::read_to_string(STATE_STATUS) {
+                    Ok(s) => text.push_str(&format!("# {}\n", s.trim())),
+                    Err(_) => text.push_str(&format!("# no report from init ({STATE_STATUS})\n")),
+                }
+            }
+            std::io::stdout().write_all(text.as_bytes())?;
+            return Ok(0);
+        }
     };
     let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(default)));
     let mut out = std::io::stdout().lock();
@@ -399,6 +462,31 @@ pub fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_get_prints_values_lists_and_tables() {
+        let c = corral_config::Config::parse(
+            "[ssh]\nauthorized-keys = [\"ssh-ed25519 AAAAC3 a@b\", \"ssh-rsa AAAAB3 c@d\"]\n[init]\nmax-restarts = 3\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            config_get(&c, Some("ssh.authorized-keys")).unwrap(),
+            "ssh-ed25519 AAAAC3 a@b\nssh-rsa AAAAB3 c@d\n"
+        );
+        assert_eq!(config_get(&c, Some("init.max-restarts")).unwrap(), "3\n");
+        let state = config_get(&c, Some("state")).unwrap();
+        assert!(state.contains("autoformat = true"), "{state}");
+        let e = config_get(&c, Some("ssh.keys")).unwrap_err().to_string();
+        assert!(e.contains("no such key: ssh.keys"), "{e}");
+        let e = config_get(&c, Some("init.max-restarts.x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a table"), "{e}");
+        // No keys configured: nothing printed, so sshd finds no key.
+        let d = corral_config::Config::default();
+        assert_eq!(config_get(&d, Some("ssh.authorized-keys")).unwrap(), "");
+    }
 
     #[test]
     fn tables_align() {

@@ -268,6 +268,7 @@ impl Engine {
                 rootfs: &rootfs,
                 cgroup: self.cgroup_rel(&id),
                 init_binary: self.cfg.init_binary.as_deref(),
+                system: self.cfg.role == "system",
             },
         )
         .map_err(|e| EngineError::Invalid(e.to_string()))?;

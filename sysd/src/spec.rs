@@ -40,7 +40,18 @@ pub struct Context<'a> {
     /// The host's tini binary, bind-mounted at [`INIT_PATH`] when the
     /// definition asks for an init.
     pub init_binary: Option<&'a Path>,
+    /// A system container: it gets the host's syslog socket as /dev/log
+    /// and the resolver config the network service writes.
+    pub system: bool,
 }
+
+/// The host directory holding the syslog socket ([`SYSLOG_SOCKET`]).
+pub const SYSLOG_DIR: &str = "/run/corral/syslog";
+/// The socket the syslog service listens on; /dev/log points here.
+pub const SYSLOG_SOCKET: &str = "/run/corral/syslog/log";
+/// The host directory with `resolv.conf`, written by the network service;
+/// images link /etc/resolv.conf here.
+pub const NET_DIR: &str = "/run/corral/net";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -335,6 +346,12 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
     if let (true, Some(init)) = (use_init, ctx.init_binary) {
         mounts.push(bind(&init.to_string_lossy(), INIT_PATH, true)?);
     }
+    if ctx.system {
+        // Read-only: connecting to a socket needs no write access to the
+        // mount. The services that write here bind them again, writable.
+        mounts.push(bind(SYSLOG_DIR, SYSLOG_DIR, true)?);
+        mounts.push(bind(NET_DIR, NET_DIR, true)?);
+    }
     for b in def.binds.iter().flatten() {
         mounts.push(bind(&b.source, &b.target, b.readonly)?);
     }
@@ -426,6 +443,14 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
     } else {
         spec.set_hostname(None);
     }
+    if ctx.system && !host_dev {
+        let mut a = std::collections::HashMap::new();
+        a.insert(
+            corral_runtime::DEV_LOG_ANNOTATION.to_owned(),
+            SYSLOG_SOCKET.to_owned(),
+        );
+        spec.set_annotations(Some(a));
+    }
     Ok(spec)
 }
 
@@ -485,6 +510,7 @@ mod tests {
             rootfs: Path::new("/run/corral/system/x/rootfs"),
             cgroup: "corral/system/web_1".into(),
             init_binary: Some(Path::new("/usr/libexec/corral/tini")),
+            system: false,
         };
         build(def, &ctx).unwrap()
     }
@@ -691,6 +717,7 @@ mod tests {
             rootfs: Path::new("/r"),
             cgroup: "c".into(),
             init_binary: None,
+            system: false,
         };
         assert!(matches!(build(&def(""), &ctx), Err(SpecError::NoCommand)));
         assert!(matches!(

@@ -4,4 +4,6 @@
 //! root filesystem, byte-for-byte reproducibly, without needing root for
 //! device nodes or ownership.
 
+pub mod debs;
 pub mod initramfs;
+pub mod recipe;

@@ -20,7 +20,7 @@ mod sys;
 use std::path::PathBuf;
 
 pub use process::{start_time, Process};
-pub use spawn::{spawn, Rootfs, SpawnOptions, Stdio};
+pub use spawn::{spawn, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -30,6 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libc::c_char;
+
+/// Spec annotation: make the container's own /dev/log a symlink to this
+/// path (the system syslog socket, reached through a directory bind).
+pub const DEV_LOG_ANNOTATION: &str = "io.corral.dev-log";
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -554,16 +558,26 @@ fn plan(
         devices.push(device_op(root, d)?);
     }
     let dev_links = if own_dev {
-        [
+        let mut links = vec![
             ("/proc/self/fd", "dev/fd"),
             ("/proc/self/fd/0", "dev/stdin"),
             ("/proc/self/fd/1", "dev/stdout"),
             ("/proc/self/fd/2", "dev/stderr"),
             ("pts/ptmx", "dev/ptmx"),
-        ]
-        .iter()
-        .map(|(t, l)| Ok((cstr(t)?, cstr(root.join(l))?)))
-        .collect::<Result<Vec<_>, Error>>()?
+        ];
+        // The syslog socket lives outside /dev (a directory bind survives
+        // the daemon re-creating it); /dev/log points there.
+        let log = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(DEV_LOG_ANNOTATION));
+        if let Some(target) = log {
+            links.push((target.as_str(), "dev/log"));
+        }
+        links
+            .iter()
+            .map(|(t, l)| Ok((cstr(t)?, cstr(root.join(l))?)))
+            .collect::<Result<Vec<_>, Error>>()?
     } else {
         Vec::new()
     };

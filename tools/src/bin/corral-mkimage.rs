@@ -1,12 +1,18 @@
 //! `corral-mkimage`: writes a directory as a one-layer OCI image archive
 //! (`oci-archive`), reproducibly: sorted entries, fixed times and owners,
 //! so the same tree gives the same bytes and the same image id.
+//!
+//! With `--recipe images/NAME/image.toml` it first stages the tree from
+//! the recipe: files from Debian packages (with their shared libraries),
+//! from the recipe directory and from the project's build output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use corral_image::build::{write_oci_archive, ImageConfigSpec};
+use corral_tools::debs::Cache;
+use corral_tools::recipe::{Recipe, Stager, PACKAGES_LABEL, REASONS_LABEL, SERVICE_LABEL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,11 +21,18 @@ use corral_image::build::{write_oci_archive, ImageConfigSpec};
 )]
 struct Args {
     /// The image's root filesystem.
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    rootfs: Option<PathBuf>,
+    /// Build from a recipe (images/NAME/image.toml) instead of a directory.
     #[arg(long)]
-    rootfs: PathBuf,
+    recipe: Option<PathBuf>,
+    /// The project's build output (for a recipe's `binaries`); the stage
+    /// directory is written next to the archive.
+    #[arg(long, default_value = "out")]
+    out_dir: PathBuf,
     /// Name and tag, e.g. busybox:latest.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "recipe")]
+    name: Option<String>,
     /// Entrypoint, one argument per flag.
     #[arg(long = "entrypoint")]
     entrypoint: Vec<String>,
@@ -43,6 +56,12 @@ struct Args {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if let Some(recipe) = &a.recipe {
+        return build_recipe(recipe, &a.out_dir, &a.output);
+    }
+    let (Some(rootfs), Some(name)) = (&a.rootfs, &a.name) else {
+        anyhow::bail!("--rootfs and --name are required without --recipe");
+    };
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.labels {
         let (k, v) = l
@@ -58,8 +77,57 @@ fn main() -> Result<()> {
         user: a.user,
         labels,
     };
-    let id = write_oci_archive(&a.rootfs, &a.name, &spec, &a.output)
+    let id = write_oci_archive(rootfs, name, &spec, &a.output)
         .with_context(|| format!("writing {}", a.output.display()))?;
-    println!("{} {id} {}", a.name, a.output.display());
+    println!("{name} {id} {}", a.output.display());
+    Ok(())
+}
+
+fn build_recipe(path: &Path, out_dir: &Path, output: &Path) -> Result<()> {
+    let recipe = Recipe::load(path)?;
+    let recipe_dir = path.parent().unwrap_or(Path::new("."));
+    let packages = Cache::new(Cache::default_dir())
+        .fetch(&recipe.packages)
+        .with_context(|| format!("{}: fetching Debian packages", path.display()))?;
+    let stage = output.with_extension("d");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)
+            .with_context(|| format!("removing the old stage {}", stage.display()))?;
+    }
+    let mut stager = Stager::new(&stage, &packages, recipe_dir, out_dir);
+    stager
+        .stage_all(&recipe)
+        .with_context(|| format!("{}: staging the image", path.display()))?;
+    let mut labels = std::collections::BTreeMap::new();
+    if let Some(service) = recipe
+        .service_toml()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    {
+        labels.insert(SERVICE_LABEL.to_owned(), service);
+    }
+    if !recipe.reasons.is_empty() {
+        labels.insert(REASONS_LABEL.to_owned(), recipe.reasons_label());
+    }
+    let mut used: Vec<String> = packages
+        .iter()
+        .filter(|p| stager.used.contains(&p.name))
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect();
+    used.sort();
+    if !used.is_empty() {
+        labels.insert(PACKAGES_LABEL.to_owned(), used.join(" "));
+    }
+    let spec = ImageConfigSpec {
+        entrypoint: recipe.entrypoint.clone(),
+        cmd: recipe.cmd.clone(),
+        env: recipe.env.clone(),
+        working_dir: recipe.working_dir.clone(),
+        user: recipe.user.clone(),
+        labels,
+    };
+    let name = format!("{}:latest", recipe.name);
+    let id = write_oci_archive(&stage, &name, &spec, output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("{name} {id} {}", output.display());
     Ok(())
 }

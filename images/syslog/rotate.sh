@@ -1,0 +1,14 @@
+#!/bin/sh
+# rsyslog runs this when the log passes its size limit: FILE becomes
+# FILE.1, FILE.1 becomes FILE.2 ... up to SYSLOG_KEEP files; rsyslog then
+# reopens FILE.
+set -u
+f=$1
+keep=${SYSLOG_KEEP:-5}
+i=$keep
+while [ "$i" -gt 1 ]; do
+    j=$((i - 1))
+    [ -f "$f.$j" ] && mv -f "$f.$j" "$f.$i"
+    i=$j
+done
+mv -f "$f" "$f.1"

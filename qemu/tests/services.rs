@@ -1,0 +1,332 @@
+//! Boot tests of the system services: syslog, network, SSH console and
+//! the state disk, as a user meets them. Three boots: a blank disk that
+//! gets formatted (and everything else checked there), a reboot on the
+//! same disk (what must persist did), and a disk with data plus a static
+//! address (neither touched by DHCP nor formatted).
+//!
+//! Run with `make boot-test` (which builds out/ first).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig, VmError};
+
+const BOOT: Duration = Duration::from_secs(240);
+const CMD: Duration = Duration::from_secs(60);
+const SSH: Duration = Duration::from_secs(180);
+const EXIT: Duration = Duration::from_secs(120);
+
+trait OrFail<T> {
+    fn or_fail(self) -> T;
+}
+
+impl<T> OrFail<T> for Result<T, VmError> {
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// A fresh ed25519 key pair for the test user; returns the private key's
+/// path and the public key line.
+fn test_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "corral-test", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(st.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_owned())
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = out_dir().join("test-work").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A raw disk of `mib` MiB, all zero (sparse).
+fn blank_disk(path: &Path, mib: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(mib << 20).unwrap();
+}
+
+fn ssh_ok(vm: &Vm, key: &Path, command: &str) -> String {
+    let out = vm.ssh("corral", key, command, SSH).or_fail();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        vm.fail(format!(
+            "ssh {command:?}: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    );
+    text
+}
+
+/// Runs `command` on the console until it succeeds (services come up in
+/// the background), returning its output.
+fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
+    let wrapped = format!(
+        "i=0; until {command}; do i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done",
+        timeout.as_secs()
+    );
+    vm.run_ok(&wrapped, timeout + CMD).or_fail()
+}
+
+fn config(key: &str, extra: &str) -> String {
+    format!("[ssh]\nauthorized-keys = [\"{key}\"]\n{extra}")
+}
+
+#[test]
+fn services_state_disk_and_ssh() {
+    let dir = work_dir("services");
+    let (key, public) = test_key(&dir);
+    let disk = dir.join("state.raw");
+    blank_disk(&disk, 128);
+    let overlay = Overlay::new().config(&config(&public, ""));
+    let mut cfg = VmConfig::corral("services").expect("a free port");
+    cfg.drives = vec![Drive::new(&disk)];
+
+    // Boot 1: a blank disk.
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    let out = vm.output();
+    let started: Vec<usize> = ["started syslog", "started network", "started ssh"]
+        .iter()
+        .map(|s| {
+            out.find(&format!("sysd: {s}"))
+                .unwrap_or_else(|| panic!("{}", vm.fail(format!("no {s:?}"))))
+        })
+        .collect();
+    assert!(
+        started[0] < started[1] && started[0] < started[2],
+        "syslog first"
+    );
+    assert!(
+        out.contains("corral-init: formatting blank disk /dev/vda as ext4, label CORRAL_STATE"),
+        "{}",
+        vm.fail("the blank disk was not formatted")
+    );
+
+    let status = vm.run_ok("corral config get state", CMD).or_fail();
+    assert!(
+        status.contains(
+            "# state disk /dev/vda (label CORRAL_STATE) on /var/lib/corral, formatted at this boot"
+        ),
+        "{status}"
+    );
+    assert!(status.contains("autoformat = true"), "{status}");
+
+    // Every service running.
+    let ps = eventually(
+        &mut vm,
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 4 ] && cat /tmp/ps",
+        Duration::from_secs(60),
+    );
+    for name in ["syslog", "network", "ssh", "console"] {
+        assert!(
+            ps.lines().any(|l| l.starts_with(name) && l.contains("Up ")),
+            "{name} not running:\n{ps}"
+        );
+    }
+
+    // DHCP from QEMU's user network.
+    eventually(
+        &mut vm,
+        "ip -4 addr show eth0 | grep -q 'inet 10.0.2.15/24'",
+        Duration::from_secs(90),
+    );
+    let logs = vm.run_ok("corral system logs network", CMD).or_fail();
+    assert!(
+        logs.contains("eth0: DHCP lease 10.0.2.15/24 via 10.0.2.2"),
+        "{logs}"
+    );
+
+    // SSH as corral with the configured key; sudo to root; the resolver
+    // config the network service wrote.
+    let out = ssh_ok(
+        &vm,
+        &key,
+        "sudo id && cat /etc/resolv.conf && ps -o pid,comm | grep -c . && command -v corral",
+    );
+    assert!(out.contains("uid=0(root) gid=0(root)"), "{out}");
+    assert!(out.contains("nameserver 10.0.2.3"), "{out}");
+    assert!(out.contains("/usr/bin/corral"), "{out}");
+    // Key only: no password login offered.
+    let pw = Command::new("ssh")
+        .args(corral_qemu::ssh::args(
+            cfg.ssh_port,
+            "corral",
+            &dir.join("nokey"),
+        ))
+        .args(["-o", "PreferredAuthentications=password", "true"])
+        .output()
+        .unwrap();
+    assert!(!pw.status.success(), "a password login was accepted");
+
+    // syslog: a message from the console reaches /var/log/messages on
+    // the state disk, and so do the kernel's (init's early messages went
+    // to /dev/kmsg).
+    vm.run_ok("logger -t corral-test hello-from-console", CMD)
+        .or_fail();
+    eventually(
+        &mut vm,
+        "grep -q 'corral-test.*hello-from-console' /proc/1/root/var/lib/corral/log/messages",
+        Duration::from_secs(30),
+    );
+    let kmsg = vm
+        .run_ok("grep -c 'corral-init: state disk /dev/vda (label CORRAL_STATE)' /proc/1/root/var/lib/corral/log/messages; grep -m3 corral-init /proc/1/root/var/lib/corral/log/messages", CMD)
+        .or_fail();
+    assert!(kmsg.starts_with('1'), "{kmsg}");
+
+    // Killing sshd's container: sysd restarts it and SSH works again.
+    let before = vm
+        .run_ok("corral system inspect ssh | grep '\"Pid\"'", CMD)
+        .or_fail();
+    vm.run_ok("corral system kill ssh", CMD).or_fail();
+    eventually(
+        &mut vm,
+        "corral system inspect ssh | grep -q '\"RestartCount\": 1'",
+        Duration::from_secs(60),
+    );
+    let after = vm
+        .run_ok("corral system inspect ssh | grep '\"Pid\"'", CMD)
+        .or_fail();
+    assert_ne!(before.trim(), after.trim());
+    let out = ssh_ok(&vm, &key, "sudo id -u");
+    assert_eq!(out.trim(), "0");
+
+    // What should persist: a file in the home directory, the host key.
+    ssh_ok(&vm, &key, "echo kept > ~/marker");
+    let host_key = vm
+        .run_ok(
+            "cat /proc/1/root/var/lib/corral/ssh/ssh_host_ed25519_key.pub",
+            CMD,
+        )
+        .or_fail();
+    vm.poweroff(EXIT).or_fail();
+    drop(vm);
+
+    // Boot 2: the same disk is found by its label, not formatted again.
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    assert!(
+        !vm.output().contains("formatting blank disk"),
+        "{}",
+        vm.fail("formatted a disk with data")
+    );
+    let status = vm.run_ok("corral config get state", CMD).or_fail();
+    assert!(
+        status.contains("# state disk /dev/vda (label CORRAL_STATE) on /var/lib/corral\n")
+            || status.trim_end().ends_with("on /var/lib/corral"),
+        "{status}"
+    );
+    let out = ssh_ok(&vm, &key, "cat ~/marker");
+    assert_eq!(out.trim(), "kept");
+    let again = vm
+        .run_ok(
+            "cat /proc/1/root/var/lib/corral/ssh/ssh_host_ed25519_key.pub",
+            CMD,
+        )
+        .or_fail();
+    assert_eq!(host_key.trim(), again.trim(), "the host key changed");
+    vm.poweroff(EXIT).or_fail();
+}
+
+#[test]
+fn static_address_and_a_disk_with_data() {
+    let dir = work_dir("static");
+    let (key, public) = test_key(&dir);
+    let disk = dir.join("data.raw");
+    blank_disk(&disk, 16);
+    // Not a filesystem, not blank: must be left alone.
+    let data = b"precious data, not a filesystem";
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(data).unwrap();
+    }
+    let before = std::fs::read(&disk).unwrap();
+    let extra = r#"
+[network.interfaces.eth0]
+address = "10.0.2.15/24"
+gateway = "10.0.2.2"
+mtu = 1400
+[network.dns]
+nameservers = ["10.0.2.3"]
+search = ["corral.test"]
+"#;
+    let overlay = Overlay::new().config(&config(&public, extra));
+    let mut cfg = VmConfig::corral("static").expect("a free port");
+    cfg.drives = vec![Drive::new(&disk)];
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+
+    let status = vm.run_ok("corral config get state", CMD).or_fail();
+    assert!(
+        status.contains("# no state disk: running from RAM, nothing is kept across reboots (no filesystem labelled CORRAL_STATE and no blank disk among vda)"),
+        "{status}"
+    );
+    assert!(
+        vm.output().contains("no state disk: running from RAM"),
+        "{}",
+        vm.fail("the console was not told")
+    );
+
+    eventually(
+        &mut vm,
+        "ip -4 addr show eth0 | grep -q 'inet 10.0.2.15/24'",
+        Duration::from_secs(90),
+    );
+    let link = vm.run_ok("ip link show eth0", CMD).or_fail();
+    assert!(link.contains("mtu 1400"), "{link}");
+    let logs = vm.run_ok("corral system logs network", CMD).or_fail();
+    assert!(
+        logs.contains("eth0: static address 10.0.2.15/24 via 10.0.2.2"),
+        "{logs}"
+    );
+    assert!(!logs.contains("DHCP"), "{logs}");
+    let out = ssh_ok(&vm, &key, "cat /etc/resolv.conf; sudo id -u");
+    assert!(
+        out.contains("search corral.test\nnameserver 10.0.2.3\n"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with('0'), "{out}");
+    vm.poweroff(EXIT).or_fail();
+    drop(vm);
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "the disk with data was written to"
+    );
+}
+
+#[test]
+fn without_a_disk_the_system_still_boots() {
+    let mut cfg = VmConfig::corral("nodisk").expect("a free port");
+    cfg.drives = Vec::new();
+    let started = Instant::now();
+    let mut vm = Vm::boot(&cfg, None, &out_dir().join("test-logs")).or_fail();
+    vm.wait_for(
+        "no state disk: running from RAM, nothing is kept across reboots (no disks)",
+        BOOT,
+    )
+    .or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    let ps = eventually(
+        &mut vm,
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 4 ] && cat /tmp/ps",
+        Duration::from_secs(60),
+    );
+    assert!(ps.contains("ssh"), "{ps}");
+    vm.poweroff(EXIT).or_fail();
+    eprintln!("no-disk boot checked in {:?}", started.elapsed());
+}
