@@ -122,9 +122,10 @@ pub fn parse_depends(text: &str) -> Vec<String> {
 }
 
 impl Cache {
-    /// `$CORRAL_CACHE`, else `$XDG_CACHE_HOME/corral`, else `~/.cache/corral`.
+    /// `$CORRAL_CACHE_DIR`, else `$XDG_CACHE_HOME/corral`, else
+    /// `~/.cache/corral` (where the kernel build is cached too).
     pub fn default_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("CORRAL_CACHE") {
+        if let Some(d) = std::env::var_os("CORRAL_CACHE_DIR") {
             return PathBuf::from(d);
         }
         if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
