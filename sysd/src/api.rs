@@ -247,7 +247,15 @@ async fn container_action(
         None => None,
     };
     match (method, rest) {
-        (&Method::GET, ["json"]) => Ok(json_response(200, &inspect(&engine.inspect(id)?))),
+        (&Method::GET, ["json"]) => {
+            let snap = engine.inspect(id)?;
+            let reasons = engine
+                .images()
+                .get(&snap.record.image_id)
+                .ok()
+                .and_then(|image| image_label(&image, REASONS_LABEL));
+            Ok(json_response(200, &inspect(&snap, reasons.as_deref())))
+        }
         (&Method::POST, ["start"]) => {
             engine.start(id)?;
             Ok(empty(204))
@@ -700,7 +708,31 @@ fn container_summary(snap: &Snapshot) -> Value {
     })
 }
 
-fn inspect(snap: &Snapshot) -> Value {
+/// The image label with the reason for each grant of its service
+/// definition, `key: reason` a line (written by `corral-mkimage --recipe`).
+pub const REASONS_LABEL: &str = "io.corral.reasons";
+
+fn image_label(image: &corral_image::Image, key: &str) -> Option<String> {
+    image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().as_ref())
+        .and_then(|l| l.get(key).cloned())
+}
+
+/// `key: reason` lines as a JSON object.
+fn reasons_json(text: Option<&str>) -> Value {
+    let map: serde_json::Map<String, Value> = text
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    Value::Object(map)
+}
+
+fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
     let r = &snap.record;
     let process = snap.spec.as_ref().and_then(|s| s.process().clone());
     let args = process
@@ -783,6 +815,8 @@ fn inspect(snap: &Snapshot) -> Value {
             "Service": r.service,
             "Definition": def_json,
             "Capabilities": caps,
+            // Why the image's service definition grants what it does.
+            "Reasons": reasons_json(reasons),
         },
         "Mounts": [],
         "NetworkSettings": { "Networks": {} },
@@ -1087,6 +1121,16 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reasons_become_an_object() {
+        let v = reasons_json(Some(
+            "cap-add.NET_ADMIN: sets addresses\nhost-namespaces.net: the host's links: all of them",
+        ));
+        assert_eq!(v["cap-add.NET_ADMIN"], "sets addresses");
+        assert_eq!(v["host-namespaces.net"], "the host's links: all of them");
+        assert_eq!(reasons_json(None), serde_json::json!({}));
+    }
+
     use super::*;
 
     fn def(json: &str) -> Result<ServiceDef, ApiError> {
