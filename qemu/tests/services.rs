@@ -75,7 +75,7 @@ fn ssh_ok(vm: &Vm, key: &Path, command: &str) -> String {
 /// the background), returning its output.
 fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
     let wrapped = format!(
-        "i=0; until {command}; do i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done",
+        "(i=0; until {command}; do i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done)",
         timeout.as_secs()
     );
     vm.run_ok(&wrapped, timeout + CMD).or_fail()
@@ -90,7 +90,8 @@ fn services_state_disk_and_ssh() {
     let dir = work_dir("services");
     let (key, public) = test_key(&dir);
     let disk = dir.join("state.raw");
-    blank_disk(&disk, 128);
+    // The engine keeps its images on it: room for them.
+    blank_disk(&disk, 512);
     let overlay = Overlay::new().config(&config(&public, ""));
     let mut cfg = VmConfig::corral("services").expect("a free port");
     cfg.drives = vec![Drive::new(&disk)];
@@ -99,13 +100,18 @@ fn services_state_disk_and_ssh() {
     let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
     let out = vm.output();
-    let started: Vec<usize> = ["started syslog", "started network", "started ssh"]
-        .iter()
-        .map(|s| {
-            out.find(&format!("sysd: {s}"))
-                .unwrap_or_else(|| panic!("{}", vm.fail(format!("no {s:?}"))))
-        })
-        .collect();
+    let started: Vec<usize> = [
+        "started syslog",
+        "started network",
+        "started ssh",
+        "started udev",
+    ]
+    .iter()
+    .map(|s| {
+        out.find(&format!("sysd: {s}"))
+            .unwrap_or_else(|| panic!("{}", vm.fail(format!("no {s:?}"))))
+    })
+    .collect();
     assert!(
         started[0] < started[1] && started[0] < started[2],
         "syslog first"
@@ -128,15 +134,30 @@ fn services_state_disk_and_ssh() {
     // Every service running.
     let ps = eventually(
         &mut vm,
-        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 4 ] && cat /tmp/ps",
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
         Duration::from_secs(60),
     );
-    for name in ["syslog", "network", "ssh", "console"] {
+    for name in ["syslog", "udev", "network", "ssh", "console"] {
         assert!(
             ps.lines().any(|l| l.starts_with(name) && l.contains("Up ")),
             "{name} not running:\n{ps}"
         );
     }
+
+    // udev: coldplug made the by-label and by-uuid links for the state
+    // disk.
+    eventually(
+        &mut vm,
+        "corral system logs udev 2>&1 | grep -q 'coldplug done'",
+        Duration::from_secs(90),
+    );
+    let links = vm
+        .run_ok(
+            "readlink /dev/disk/by-label/CORRAL_STATE; ls /dev/disk/by-uuid | wc -l",
+            CMD,
+        )
+        .or_fail();
+    assert!(links.contains("../../vda\n1"), "{links}");
 
     // DHCP from QEMU's user network.
     eventually(
@@ -323,7 +344,7 @@ fn without_a_disk_the_system_still_boots() {
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
     let ps = eventually(
         &mut vm,
-        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 4 ] && cat /tmp/ps",
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
         Duration::from_secs(60),
     );
     assert!(ps.contains("ssh"), "{ps}");

@@ -483,6 +483,16 @@ impl<'a> Stager<'a> {
                     format!("needs {lib}, which no package in the dependency closure ships"),
                 ));
             }
+            if lib == "libc.so.6" {
+                // glibc dlopens libgcc_s for pthread_exit and cancellation
+                // (rsyslogd aborts at shutdown without it); libc6 depends
+                // on libgcc-s1, so it is in the closure.
+                for d in LIB_DIRS {
+                    if self.take(&format!("{d}/libgcc_s.so.1"), false)? {
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     }

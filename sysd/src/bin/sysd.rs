@@ -151,8 +151,13 @@ async fn run(args: Args) -> Result<()> {
 
     let mut order = Vec::new();
     if args.role == Role::System {
-        // Every system container binds these (spec::Context::system).
-        for dir in [corral_sysd::spec::SYSLOG_DIR, corral_sysd::spec::NET_DIR] {
+        // Every system container binds the first two
+        // (spec::Context::system); the udev service shares its database.
+        for dir in [
+            corral_sysd::spec::SYSLOG_DIR,
+            corral_sysd::spec::NET_DIR,
+            "/run/udev",
+        ] {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 error!("cannot create {dir}: {e}");
             }
