@@ -393,7 +393,8 @@ impl Vm {
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(500));
+            // Short: the boot benchmark times SSH-ready with this loop.
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -4,7 +4,6 @@
 //!
 //! Run with `make boot-test` (which builds out/ first).
 
-use std::process::Command;
 use std::time::Duration;
 
 use corral_qemu::{out_dir, Overlay, Vm, VmConfig, VmError};
@@ -318,45 +317,3 @@ fn forced_poweroff_skips_init() {
     );
 }
 
-#[test]
-fn the_harness_runs_commands_over_ssh() {
-    // The console service (with OpenSSH) does not exist yet; dropbear from
-    // the host, started by hand, stands in for it to check the harness.
-    let dir = out_dir().join("test-logs/ssh-key");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("id_ed25519");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client)");
-    assert!(keygen.success());
-    let public = std::fs::read(key.with_extension("pub")).unwrap();
-    let overlay = Overlay::new()
-        .host_program("/usr/sbin/dropbear")
-        .unwrap_or_else(|e| panic!("dropbear: {e} (make deps installs it)"))
-        .file("/root/.ssh/authorized_keys", 0o600, public);
-
-    let mut vm = boot("ssh", &["corral.hostname=over-ssh"], overlay);
-    vm.wait_for(READY, BOOT).or_fail();
-    vm.run_ok(
-        // dropbear and its libraries are in the host's root, which the
-        // (privileged) console container reaches through PID 1.
-        "ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && mkdir -p /proc/1/root/etc/dropbear && chroot /proc/1/root /usr/sbin/dropbear -R -s -p 22",
-        CMD,
-    )
-    .or_fail();
-    let out = vm
-        .ssh(
-            "root",
-            &key,
-            "echo hello from $(hostname); cat /proc/1/comm",
-            CMD,
-        )
-        .or_fail();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout, "hello from over-ssh\ninit\n");
-    vm.poweroff(EXIT).or_fail();
-}

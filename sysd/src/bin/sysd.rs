@@ -225,10 +225,35 @@ async fn import_images(engine: &Arc<Engine>, dir: &std::path::Path) {
                         t.elapsed().as_millis()
                     );
                 }
+                release_from_ram(&archive);
             }
             Ok(Err(e)) => error!("importing {}: {e}", archive.display()),
             Err(e) => error!("importing {}: {e}", archive.display()),
         }
+    }
+}
+
+/// An archive the initramfs brought sits in the RAM-backed root once
+/// imported (the store has its blobs): remove it to give the memory back.
+/// On any other filesystem it is left alone.
+fn release_from_ram(archive: &std::path::Path) {
+    let on_tmpfs = nix::sys::statfs::statfs(archive)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false);
+    if !on_tmpfs {
+        return;
+    }
+    let size = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
+    match std::fs::remove_file(archive) {
+        Ok(()) => info!(
+            "removed {} from RAM after importing it ({} KiB)",
+            archive.display(),
+            size / 1024
+        ),
+        Err(e) => warn!(
+            "cannot remove {} after importing it: {e}",
+            archive.display()
+        ),
     }
 }
 
