@@ -26,7 +26,9 @@ use toml::Spanned;
 pub use error::{ConfigError, Diagnostic};
 pub use init::InitConfig;
 pub use service::{ServiceDef, ServiceName};
-pub use system::{DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, STATE_LABEL};
+pub use system::{
+    DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, SyslogConfig, STATE_LABEL,
+};
 pub use types::{Command, Duration, Hostname, InvalidValue};
 
 /// Where the embedded defaults live in the initramfs.
@@ -49,6 +51,8 @@ pub struct Config {
     pub ssh: SshConfig,
     /// The disk that keeps data across reboots (init).
     pub state: StateConfig,
+    /// The log file's rotation and remote forwarding (the syslog service).
+    pub syslog: SyslogConfig,
 }
 
 impl Config {
@@ -87,6 +91,7 @@ impl Config {
         self.network.validate()?;
         self.ssh.validate()?;
         self.state.validate()?;
+        self.syslog.validate()?;
         for (name, def) in &self.services {
             def.validate()
                 .map_err(|(field, message)| (format!("services.{name}.{field}"), message))?;

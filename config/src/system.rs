@@ -45,6 +45,64 @@ pub struct SshConfig {
     pub authorized_keys: Vec<String>,
 }
 
+/// `[syslog]`: the syslog service's file and forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SyslogConfig {
+    /// Also send every message to `udp://HOST[:PORT]` or
+    /// `tcp://HOST[:PORT]` (port 514 by default).
+    pub remote: Option<String>,
+    /// /var/log/messages is rotated when it passes this size.
+    pub max_size: crate::service::ByteSize,
+    /// Rotated files kept (messages.1 ... messages.N).
+    pub keep: u32,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        Self {
+            remote: None,
+            max_size: crate::service::ByteSize::bytes(1 << 20),
+            keep: 5,
+        }
+    }
+}
+
+impl SyslogConfig {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(r) = &self.remote {
+            let rest = r
+                .strip_prefix("udp://")
+                .or_else(|| r.strip_prefix("tcp://"))
+                .unwrap_or("");
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+                _ => (rest, None),
+            };
+            let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+            if host.is_empty() || host.contains('/') || !port_ok {
+                return Err((
+                    "syslog.remote".into(),
+                    format!("{r:?} is not udp://HOST[:PORT] or tcp://HOST[:PORT]"),
+                ));
+            }
+        }
+        if self.max_size.get() < 4096 {
+            return Err((
+                "syslog.max-size".into(),
+                format!("{} is too small: at least 4k", self.max_size),
+            ));
+        }
+        if self.keep == 0 || self.keep > 100 {
+            return Err((
+                "syslog.keep".into(),
+                format!("{} is not between 1 and 100", self.keep),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[state]`: the disk that keeps data across reboots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -184,6 +242,24 @@ impl StateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syslog_remote() {
+        let ok = |r: &str| {
+            SyslogConfig {
+                remote: Some(r.into()),
+                ..Default::default()
+            }
+            .validate()
+            .is_ok()
+        };
+        assert!(ok("udp://10.0.2.2:5514"));
+        assert!(ok("tcp://logs.example.com"));
+        assert!(!ok("10.0.2.2:514"));
+        assert!(!ok("udp://"));
+        assert!(!ok("udp://host:99999"));
+        assert!(!ok("http://host"));
+    }
 
     #[test]
     fn cidr() {

@@ -1,10 +1,11 @@
 #!/bin/sh
 # rsyslog runs this when the log passes its size limit: FILE becomes
-# FILE.1, FILE.1 becomes FILE.2 ... up to SYSLOG_KEEP files; rsyslog then
+# FILE.1, FILE.1 becomes FILE.2 ... keeping KEEP files; rsyslog then
 # reopens FILE.
+# usage: rotate-log FILE KEEP
 set -u
 f=$1
-keep=${SYSLOG_KEEP:-5}
+keep=${2:-5}
 i=$keep
 while [ "$i" -gt 1 ]; do
     j=$((i - 1))

@@ -316,4 +316,3 @@ fn forced_poweroff_skips_init() {
         "poweroff -f went through init"
     );
 }
-

@@ -286,7 +286,16 @@ mtu = 1400
 nameservers = ["10.0.2.3"]
 search = ["corral.test"]
 "#;
-    let overlay = Overlay::new().config(&config(&public, extra));
+    // The host's 127.0.0.1 is 10.0.2.2 to the guest: a syslog server.
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let extra = format!(
+        "{extra}[syslog]\nremote = \"udp://10.0.2.2:{}\"\nmax-size = \"4k\"\nkeep = 2\n",
+        server.local_addr().unwrap().port()
+    );
+    let overlay = Overlay::new().config(&config(&public, &extra));
     let mut cfg = VmConfig::corral("static").expect("a free port");
     cfg.drives = vec![Drive::new(&disk)];
     let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
@@ -322,6 +331,42 @@ search = ["corral.test"]
         "{out}"
     );
     assert!(out.trim_end().ends_with('0'), "{out}");
+
+    // Forwarding: a message logged in the guest reaches the server.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = String::new();
+    while !got.contains("forward-me") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing forwarded; last: {got:?}"
+        );
+        vm.run_ok("logger -t corral-test forward-me", CMD).or_fail();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = server.recv(&mut buf) {
+            got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if got.contains("forward-me") {
+                break;
+            }
+        }
+    }
+    // Rotation by size: 4k, two old files kept.
+    let files = vm
+        .run_ok(
+            "for i in $(seq 120); do logger -t fill line-$i-0123456789012345678901234567890123456789; done; sleep 2; cd /proc/1/root/var/lib/corral/log && ls -1 && wc -c < messages",
+            CMD,
+        )
+        .or_fail();
+    let names: Vec<&str> = files.lines().collect();
+    assert!(
+        names.contains(&"messages.1") && names.contains(&"messages.2"),
+        "{files}"
+    );
+    assert!(!names.contains(&"messages.3"), "{files}");
+    let size: u64 = names
+        .last()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(size < 4096 + 512, "{files}");
     vm.poweroff(EXIT).or_fail();
     drop(vm);
     assert!(
