@@ -224,6 +224,12 @@ fn services_state_disk_and_ssh() {
     assert_ne!(before.trim(), after.trim());
     let out = ssh_ok(&vm, &key, "sudo id -u");
     assert_eq!(out.trim(), "0");
+    // sysd told syslog about it, through /dev/log (tagged with its pid).
+    eventually(
+        &mut vm,
+        "grep -q 'sysd\\[[0-9]*\\]: ssh exited' /proc/1/root/var/lib/corral/log/messages",
+        Duration::from_secs(30),
+    );
 
     // What should persist: a file in the home directory, the host key.
     ssh_ok(&vm, &key, "echo kept > ~/marker");

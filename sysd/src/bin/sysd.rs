@@ -65,31 +65,16 @@ struct Args {
     debug: bool,
 }
 
-/// Log lines to stderr (init gives it the console), prefixed like init's.
-struct Logger;
-
-impl log::Log for Logger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            let level = match r.level() {
-                log::Level::Error => "error: ",
-                log::Level::Warn => "warning: ",
-                _ => "",
-            };
-            eprintln!("sysd: {level}{}", r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: Logger = Logger;
+/// Log lines to the console (init gives sysd its stderr) and to syslog
+/// once it is up, /dev/kmsg before (corral-log).
+static LOGGER: corral_log::Sink = corral_log::Sink::new("sysd", "/dev/log");
 
 fn main() {
     let args = Args::parse();
     let _ = log::set_logger(&LOGGER);
+    // Not there in a container without the host's /dev: console and
+    // syslog only, then.
+    LOGGER.open_kmsg();
     log::set_max_level(if args.debug {
         LevelFilter::Debug
     } else {
