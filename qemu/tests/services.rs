@@ -144,6 +144,14 @@ fn services_state_disk_and_ssh() {
         );
     }
 
+    // A shell on tty1 as well as on the serial console.
+    eventually(
+        &mut vm,
+        // getty has become the shell by then; tty1 is device 4,1.
+        "ps -o tty,args | grep -q '^4,1 .*sh'",
+        Duration::from_secs(30),
+    );
+
     // udev: coldplug made the by-label and by-uuid links for the state
     // disk.
     eventually(
