@@ -189,6 +189,41 @@ fn services_state_disk_and_ssh() {
     assert!(out.contains("uid=0(root) gid=0(root)"), "{out}");
     assert!(out.contains("nameserver 10.0.2.3"), "{out}");
     assert!(out.contains("/usr/bin/corral"), "{out}");
+    // scp and sftp (OpenSSH's sftp-server) both ways.
+    let local = dir.join("payload.txt");
+    std::fs::write(&local, "copied over scp\n").unwrap();
+    let opts: Vec<String> = corral_qemu::ssh::args(cfg.ssh_port, "corral", &key)
+        .into_iter()
+        .filter(|a| !a.ends_with("@127.0.0.1"))
+        .skip(2) // -p PORT: scp and sftp spell it -P
+        .collect();
+    let scp = Command::new("scp")
+        .args(["-P", &cfg.ssh_port.to_string()])
+        .args(&opts)
+        .arg(&local)
+        .arg("corral@127.0.0.1:payload.txt")
+        .output()
+        .unwrap();
+    assert!(
+        scp.status.success(),
+        "scp: {}",
+        String::from_utf8_lossy(&scp.stderr)
+    );
+    let back = dir.join("back.txt");
+    let sftp = Command::new("sftp")
+        .args(["-P", &cfg.ssh_port.to_string()])
+        .args(&opts)
+        .arg("corral@127.0.0.1:payload.txt")
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        sftp.status.success(),
+        "sftp: {}",
+        String::from_utf8_lossy(&sftp.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied over scp\n");
+
     // Key only: no password login offered.
     let pw = Command::new("ssh")
         .args(corral_qemu::ssh::args(
@@ -292,6 +327,8 @@ fn static_address_and_a_disk_with_data() {
     }
     let before = std::fs::read(&disk).unwrap();
     let extra = r#"
+[network.interfaces.eth9]
+dhcp = true
 [network.interfaces.eth0]
 address = "10.0.2.15/24"
 gateway = "10.0.2.2"
@@ -339,6 +376,12 @@ search = ["corral.test"]
         "{logs}"
     );
     assert!(!logs.contains("DHCP"), "{logs}");
+    // A configured interface that is not there is named, and held
+    // nothing up.
+    assert!(
+        logs.contains("network.interfaces.eth9: no such interface (this machine has lo, eth0"),
+        "{logs}"
+    );
     let out = ssh_ok(&vm, &key, "cat /etc/resolv.conf; sudo id -u");
     assert!(
         out.contains("search corral.test\nnameserver 10.0.2.3\n"),

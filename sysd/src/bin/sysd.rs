@@ -230,7 +230,7 @@ fn release_from_ram(archive: &std::path::Path) {
     }
     let size = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
     match std::fs::remove_file(archive) {
-        Ok(()) => info!(
+        Ok(()) => log::debug!(
             "removed {} from RAM after importing it ({} KiB)",
             archive.display(),
             size / 1024
