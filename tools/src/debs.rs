@@ -142,6 +142,9 @@ impl Cache {
     /// Unpacks `names` and their dependency closure; the named packages
     /// come first, in the order given, so their files win.
     pub fn fetch(&self, names: &[String]) -> Result<Vec<Package>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut closure = names.to_vec();
         let deps = run(Command::new("apt-cache")
             .args([
@@ -197,7 +200,8 @@ impl Cache {
             // apt-get names the files with the epoch (`1%3a1.2`), the
             // archive without; download aside and file them by the
             // archive's name so the cache check above finds them.
-            let partial = debs.join(".partial");
+            // Per process: two builds may share the cache.
+            let partial = debs.join(format!(".partial-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&partial);
             std::fs::create_dir_all(&partial).map_err(io(&partial))?;
             let download = || {
@@ -240,11 +244,23 @@ impl Cache {
                 .unwrap_or_default();
             let root = self.dir.join("unpacked").join(&stem);
             if !root.exists() {
-                let tmp = self.dir.join("unpacked").join(format!(".{stem}.tmp"));
+                let tmp = self
+                    .dir
+                    .join("unpacked")
+                    .join(format!(".{stem}.{}.tmp", std::process::id()));
                 let _ = std::fs::remove_dir_all(&tmp);
                 std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
                 run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
-                std::fs::rename(&tmp, &root).map_err(io(&root))?;
+                if let Err(e) = std::fs::rename(&tmp, &root) {
+                    // Another build unpacked the same package meanwhile.
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    if !root.exists() {
+                        return Err(DebError::Io {
+                            path: root.clone(),
+                            source: e,
+                        });
+                    }
+                }
             }
             packages.push(Package {
                 name: p.clone(),
