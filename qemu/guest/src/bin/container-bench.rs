@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 const SOCKET: &str = "/run/corral/system.sock";
 const RUN_ROOT: &str = "/run/corral/system/containers";
 const LAYERS: &str = "/var/lib/corral/system/images/layers";
+const INDEX: &str = "/var/lib/corral/system/images/index.json";
 const CGROUPS: &str = "/sys/fs/cgroup/corral/system";
 
 type Result<T> = std::result::Result<T, String>;
@@ -103,6 +104,35 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The busybox image's one layer, from the store's index (by text: the
+/// guest tools carry no JSON parser). The index lists each image as
+/// {"id":..,"names":[..],"layers":["hex"],..}.
+fn busybox_layer() -> Result<PathBuf> {
+    let index = std::fs::read_to_string(INDEX).map_err(|e| format!("{INDEX}: {e}"))?;
+    let at = index
+        .find("\"busybox:latest\"")
+        .ok_or("busybox:latest is not in the image index")?;
+    let rest = &index[at..];
+    let key = rest
+        .find("\"layers\"")
+        .ok_or("no layers for busybox:latest in the index")?;
+    let rest = &rest[key..];
+    let open = rest.find('[').ok_or("bad layers list")?;
+    let close = rest.find(']').ok_or("bad layers list")?;
+    let items: Vec<&str> = rest[open + 1..close]
+        .split(',')
+        .map(|i| i.trim().trim_matches('"'))
+        .collect();
+    match items[..] {
+        [hex] if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(Path::new(LAYERS).join(hex))
+        }
+        _ => Err(format!(
+            "busybox:latest does not have exactly one layer: {items:?}"
+        )),
+    }
+}
+
 /// The spec sysd made for a `/bin/true` container, turned into a bundle
 /// for crun and runc: the root is the image's (single) layer, read-only.
 fn bundle(dir: &Path) -> Result<()> {
@@ -110,16 +140,7 @@ fn bundle(dir: &Path) -> Result<()> {
     let config = std::fs::read_to_string(Path::new(RUN_ROOT).join(&id).join("config.json"))
         .map_err(|e| format!("reading the probe's config.json: {e}"))?;
     api("DELETE", &format!("/containers/{id}"), None)?;
-    let layers: Vec<PathBuf> = std::fs::read_dir(LAYERS)
-        .map_err(|e| format!("{LAYERS}: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    let [layer] = &layers[..] else {
-        return Err(format!(
-            "expected one layer in {LAYERS}, found {}",
-            layers.len()
-        ));
-    };
+    let layer = busybox_layer()?;
     // "root": {"path": "...", ...} → the layer, read-only.
     let start = config.find("\"root\"").ok_or("no root in the spec")?;
     let open = start + config[start..].find('{').ok_or("bad root")?;
