@@ -82,6 +82,45 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Lays the document `over` (from `over_origin`) over `base`: tables
+    /// merge key by key, any other value replaces the base's. `over` is
+    /// checked on its own first, so its mistakes are reported against its
+    /// own lines; the result is checked as a whole. Returns the merged
+    /// text and config.
+    pub fn layer(
+        base: &str,
+        base_origin: &str,
+        over: &str,
+        over_origin: &str,
+    ) -> Result<(String, Self), ConfigError> {
+        Self::parse(over, over_origin)?;
+        let parse = |text: &str, origin: &str| {
+            text.parse::<toml::Table>().map_err(|e| {
+                ConfigError::from(Diagnostic {
+                    origin: origin.to_owned(),
+                    line: None,
+                    column: None,
+                    key: None,
+                    message: e.to_string(),
+                })
+            })
+        };
+        let mut merged = parse(base, base_origin)?;
+        merge(&mut merged, parse(over, over_origin)?);
+        let text = toml::to_string(&merged).map_err(|e| {
+            ConfigError::from(Diagnostic {
+                origin: over_origin.to_owned(),
+                line: None,
+                column: None,
+                key: None,
+                message: format!("cannot write the merged config: {e}"),
+            })
+        })?;
+        let origin = format!("{over_origin} over {base_origin}");
+        let config = Self::parse(&text, &origin)?;
+        Ok((text, config))
+    }
+
     /// Rules that involve more than one value. Returns the dotted key to
     /// blame and the reason.
     fn validate(&self) -> Result<(), (String, String)> {
@@ -106,6 +145,17 @@ impl Config {
             )
         })?;
         Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -240,6 +290,30 @@ autoformat = false
                 .starts_with("network.dns.nameservers"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_layer_merges_tables_and_replaces_values() {
+        let base = "hostname = \"a\"\n[init]\nmax-restarts = 3\ntty = true\n[ssh]\nauthorized-keys = [\"ssh-ed25519 AAAAC3 k@a\"]\n";
+        let over = "hostname = \"b\"\n[init]\nmax-restarts = 7\n";
+        let (text, c) = Config::layer(base, "embedded", over, "disk.toml").unwrap();
+        assert_eq!(c.hostname.unwrap().as_str(), "b");
+        assert_eq!(c.init.max_restarts, 7);
+        assert!(c.init.tty, "kept from the base");
+        assert_eq!(c.ssh.authorized_keys.len(), 1);
+        assert!(Config::parse(&text, "t").is_ok());
+    }
+
+    #[test]
+    fn a_bad_layer_is_reported_against_its_own_lines() {
+        let Err(ConfigError::Invalid(d)) =
+            Config::layer("", "embedded", "\n[init]\ntty = 1\n", "disk.toml")
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(d.origin, "disk.toml");
+        assert_eq!(d.line, Some(3));
+        assert_eq!(d.key.as_deref(), Some("init.tty"));
     }
 
     #[test]

@@ -132,7 +132,12 @@ fn boot() -> (InitConfig, bool) {
         }
     };
 
-    crate::state::setup(&config.state);
+    let mut config = config;
+    if let crate::state::Outcome::Mounted { .. } = crate::state::setup(&config.state) {
+        if let Some(persisted) = crate::state::persisted_config() {
+            config = persisted;
+        }
+    }
 
     if let Some(name) = cmdline.hostname.as_ref().or(config.hostname.as_ref()) {
         match nix::unistd::sethostname(name.as_str()) {

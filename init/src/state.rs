@@ -8,13 +8,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use corral_config::{StateConfig, STATE_LABEL};
+use corral_config::{Config, StateConfig, DEFAULT_PATH, STATE_LABEL};
 use log::{error, info, warn};
 
 /// Where the state filesystem is mounted.
 pub const MOUNTPOINT: &str = "/var/lib/corral";
 /// init's report, read by `corral config get state`.
 pub const STATUS_FILE: &str = "/run/corral/state-status";
+/// The configuration kept on the state disk, laid over the embedded one.
+pub const PERSISTED_CONFIG: &str = "/var/lib/corral/config.toml";
 /// Directories the services bind from the state filesystem, with modes.
 pub const DIRS: &[(&str, u32)] = &[("log", 0o755), ("ssh", 0o700), ("home", 0o755)];
 
@@ -153,6 +155,39 @@ pub fn setup(config: &StateConfig) -> Outcome {
 }
 
 use std::os::unix::fs::DirBuilderExt;
+
+/// Lays the state disk's config over the embedded one and makes the
+/// result `/etc/corral/config.toml`, which sysd and the services read.
+/// Its `[state]` cannot move the state disk itself (that was decided with
+/// the embedded config). A broken file is reported and ignored.
+pub fn persisted_config() -> Option<Config> {
+    let over = match std::fs::read_to_string(PERSISTED_CONFIG) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            error!("cannot read {PERSISTED_CONFIG}: {e}");
+            return None;
+        }
+    };
+    let base = std::fs::read_to_string(DEFAULT_PATH).unwrap_or_default();
+    match Config::layer(&base, DEFAULT_PATH, &over, PERSISTED_CONFIG) {
+        Ok((text, config)) => {
+            let tmp = format!("{DEFAULT_PATH}.tmp");
+            let written =
+                std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, DEFAULT_PATH));
+            if let Err(e) = written {
+                error!("cannot write the merged config to {DEFAULT_PATH}: {e}");
+            }
+            info!("config: {PERSISTED_CONFIG} laid over the embedded defaults");
+            Some(config)
+        }
+        Err(e) => {
+            error!("{e}");
+            error!("ignoring {PERSISTED_CONFIG}: using the embedded config");
+            None
+        }
+    }
+}
 
 /// The device to use and whether it must be formatted first.
 fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {

@@ -274,8 +274,14 @@ fn services_state_disk_and_ssh() {
         Duration::from_secs(30),
     );
 
-    // What should persist: a file in the home directory, the host key.
+    // What should persist: a file in the home directory, the host key,
+    // configuration kept on the state disk.
     ssh_ok(&vm, &key, "echo kept > ~/marker");
+    ssh_ok(
+        &vm,
+        &key,
+        "printf 'hostname = \"kept-host\"\\n[syslog]\\nkeep = 3\\n' | sudo tee /proc/1/root/var/lib/corral/config.toml >/dev/null",
+    );
     let host_key = vm
         .run_ok(
             "cat /proc/1/root/var/lib/corral/ssh/ssh_host_ed25519_key.pub",
@@ -299,8 +305,19 @@ fn services_state_disk_and_ssh() {
             || status.trim_end().ends_with("on /var/lib/corral"),
         "{status}"
     );
-    let out = ssh_ok(&vm, &key, "cat ~/marker");
-    assert_eq!(out.trim(), "kept");
+    let out = ssh_ok(
+        &vm,
+        &key,
+        "cat ~/marker; hostname; corral config get syslog.keep",
+    );
+    assert_eq!(out, "kept\nkept-host\n3\n");
+    assert!(
+        vm.output().contains(
+            "corral-init: config: /var/lib/corral/config.toml laid over the embedded defaults"
+        ),
+        "{}",
+        vm.fail("the persisted config was not applied")
+    );
     let again = vm
         .run_ok(
             "cat /proc/1/root/var/lib/corral/ssh/ssh_host_ed25519_key.pub",
