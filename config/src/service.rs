@@ -299,6 +299,9 @@ pub struct Bind {
     pub source: String,
     pub target: String,
     pub readonly: bool,
+    /// Without the mounts below the source (`norbind`): binding /sys
+    /// then leaves out the host's cgroup tree.
+    pub recursive: bool,
 }
 
 impl TryFrom<String> for Bind {
@@ -310,7 +313,7 @@ impl TryFrom<String> for Bind {
             [src, dst, opts] => (*src, *dst, *opts),
             _ => {
                 return Err(InvalidValue::new(format!(
-                    "bind {s:?} must be \"SOURCE:TARGET\" or \"SOURCE:TARGET:ro\""
+                    "bind {s:?} must be \"SOURCE:TARGET\" or \"SOURCE:TARGET:OPTIONS\" (ro, rw, norbind)"
                 )))
             }
         };
@@ -327,13 +330,16 @@ impl TryFrom<String> for Bind {
             }
         }
         let mut readonly = false;
+        let mut recursive = true;
         for opt in opts.split(',').filter(|o| !o.is_empty()) {
             match opt {
                 "ro" => readonly = true,
                 "rw" => readonly = false,
+                "norbind" => recursive = false,
+                "rbind" => recursive = true,
                 other => {
                     return Err(InvalidValue::new(format!(
-                        "bind {s:?}: unknown option {other:?} (use ro or rw)"
+                        "bind {s:?}: unknown option {other:?} (use ro, rw or norbind)"
                     )))
                 }
             }
@@ -342,16 +348,24 @@ impl TryFrom<String> for Bind {
             source: source.to_owned(),
             target: target.to_owned(),
             readonly,
+            recursive,
         })
     }
 }
 
 impl From<Bind> for String {
     fn from(b: Bind) -> Self {
+        let mut opts = Vec::new();
         if b.readonly {
-            format!("{}:{}:ro", b.source, b.target)
-        } else {
+            opts.push("ro");
+        }
+        if !b.recursive {
+            opts.push("norbind");
+        }
+        if opts.is_empty() {
             format!("{}:{}", b.source, b.target)
+        } else {
+            format!("{}:{}:{}", b.source, b.target, opts.join(","))
         }
     }
 }
@@ -701,6 +715,12 @@ mod tests {
         );
         assert_eq!(String::from(b), "/run/corral:/run/corral:ro");
         assert!(!Bind::try_from("/a:/b".to_owned()).unwrap().readonly);
+        assert!(Bind::try_from("/a:/b".to_owned()).unwrap().recursive);
+        let sys = Bind::try_from("/sys:/sys:norbind".to_owned()).unwrap();
+        assert!(!sys.recursive && !sys.readonly);
+        assert_eq!(String::from(sys), "/sys:/sys:norbind");
+        let both = Bind::try_from("/a:/b:norbind,ro".to_owned()).unwrap();
+        assert_eq!(String::from(both), "/a:/b:ro,norbind");
         for (bad, why) in [
             ("/a", "SOURCE:TARGET"),
             ("a:/b", "absolute"),

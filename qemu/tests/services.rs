@@ -423,10 +423,21 @@ search = ["corral.test"]
             }
         }
     }
-    // Rotation by size: 4k, two old files kept.
+    // Rotation by size: 4k, two old files kept. rsyslog may lag behind
+    // the loggers under load: wait for the second rotation.
+    vm.run_ok(
+        "for i in $(seq 120); do logger -t fill line-$i-0123456789012345678901234567890123456789; done",
+        CMD,
+    )
+    .or_fail();
+    eventually(
+        &mut vm,
+        "[ -f /proc/1/root/var/lib/corral/log/messages.2 ]",
+        Duration::from_secs(30),
+    );
     let files = vm
         .run_ok(
-            "for i in $(seq 120); do logger -t fill line-$i-0123456789012345678901234567890123456789; done; sleep 2; cd /proc/1/root/var/lib/corral/log && ls -1 && wc -c < messages",
+            "sleep 1; cd /proc/1/root/var/lib/corral/log && ls -1 && wc -c < messages",
             CMD,
         )
         .or_fail();

@@ -219,7 +219,17 @@ fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
 }
 
 fn bind(source: &str, target: &str, readonly: bool) -> Result<Mount, SpecError> {
-    let mut options = vec!["rbind".to_owned(), "nosuid".to_owned()];
+    bind_with(source, target, readonly, true)
+}
+
+fn bind_with(
+    source: &str,
+    target: &str,
+    readonly: bool,
+    recursive: bool,
+) -> Result<Mount, SpecError> {
+    let kind = if recursive { "rbind" } else { "bind" };
+    let mut options = vec![kind.to_owned(), "nosuid".to_owned()];
     if readonly {
         options.push("ro".to_owned());
     }
@@ -353,7 +363,7 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
         mounts.push(bind(NET_DIR, NET_DIR, true)?);
     }
     for b in def.binds.iter().flatten() {
-        mounts.push(bind(&b.source, &b.target, b.readonly)?);
+        mounts.push(bind_with(&b.source, &b.target, b.readonly, b.recursive)?);
     }
 
     let mut namespaces = vec![LinuxNamespaceBuilder::default()
@@ -698,6 +708,7 @@ mod tests {
             .find(|m| m.destination() == Path::new("/run/corral"))
             .unwrap();
         assert!(b.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+        assert!(b.options().as_ref().unwrap().iter().any(|o| o == "rbind"));
         assert!(mounts
             .iter()
             .any(|m| m.destination() == Path::new(INIT_PATH)));
@@ -705,6 +716,25 @@ mod tests {
         assert_eq!(&args[..3], [INIT_PATH, "--", "/bin/app"]);
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        // norbind: a plain bind, without the mounts below the source.
+        let spec = build_with(
+            &def("binds = [\"/sys:/sys:norbind\"]\ncommand = [\"/bin/app\"]"),
+            &[],
+        );
+        let sys: Vec<_> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.destination() == Path::new("/sys"))
+            .collect();
+        let last = sys.last().unwrap();
+        assert_eq!(last.typ().as_deref(), Some("bind"));
+        let opts = last.options().as_ref().unwrap();
+        assert!(
+            opts.iter().any(|o| o == "bind") && !opts.iter().any(|o| o == "rbind"),
+            "{opts:?}"
+        );
     }
 
     #[test]
