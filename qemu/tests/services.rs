@@ -178,6 +178,25 @@ fn services_state_disk_and_ssh() {
         logs.contains("eth0: DHCP lease 10.0.2.15/24 via 10.0.2.2"),
         "{logs}"
     );
+    // The DHCP client is kept running: killed, it is restarted and the
+    // lease taken again.
+    vm.run_ok("kill $(pidof udhcpc)", CMD).or_fail();
+    eventually(
+        &mut vm,
+        "[ $(corral system logs network 2>&1 | grep -c 'eth0: DHCP lease 10.0.2.15/24') -ge 2 ]",
+        Duration::from_secs(60),
+    );
+    let logs = vm.run_ok("corral system logs network", CMD).or_fail();
+    assert!(logs.contains("eth0: udhcpc exited"), "{logs}");
+
+    // Least privilege, explained: inspect shows why each grant is there.
+    let inspect = vm.run_ok("corral system inspect network", CMD).or_fail();
+    assert!(
+        inspect.contains(
+            "\"cap-add.NET_ADMIN\": \"sets links up and adds addresses and routes over rtnetlink\""
+        ),
+        "{inspect}"
+    );
 
     // SSH as corral with the configured key; sudo to root; the resolver
     // config the network service wrote.
@@ -224,17 +243,19 @@ fn services_state_disk_and_ssh() {
     );
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied over scp\n");
 
-    // Key only: no password login offered.
-    let pw = Command::new("ssh")
-        .args(corral_qemu::ssh::args(
-            cfg.ssh_port,
-            "corral",
-            &dir.join("nokey"),
-        ))
-        .args(["-o", "PreferredAuthentications=password", "true"])
+    // Key only: with no method tried, sshd lists what it would accept,
+    // and that is public keys alone (no password, no keyboard-interactive).
+    let none = Command::new("ssh")
+        .args(corral_qemu::ssh::args(cfg.ssh_port, "corral", &key))
+        .args(["-o", "PreferredAuthentications=none", "true"])
         .output()
         .unwrap();
-    assert!(!pw.status.success(), "a password login was accepted");
+    let refused = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success(), "logged in without authenticating");
+    assert!(
+        refused.contains("Permission denied (publickey)."),
+        "{refused}"
+    );
 
     // syslog: a message from the console reaches /var/log/messages on
     // the state disk, and so do the kernel's (init's early messages went

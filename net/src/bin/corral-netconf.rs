@@ -192,7 +192,14 @@ fn supervise(mut dhcp: BTreeMap<String, Option<Child>>) -> Result<()> {
         }
         for (name, child) in dhcp.iter_mut() {
             if let Some(c) = child {
-                if let Ok(Some(status)) = c.try_wait() {
+                // An error means the catch-all reaper below got to this
+                // child first (it exited between the two checks).
+                let exited = match c.try_wait() {
+                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(None) => None,
+                    Err(_) => Some("status unknown".to_owned()),
+                };
+                if let Some(status) = exited {
                     warn!("{name}: udhcpc exited ({status}); restarting it in 5 s");
                     *child = None;
                     restart_at.insert(name.clone(), Instant::now() + Duration::from_secs(5));
@@ -215,7 +222,7 @@ fn supervise(mut dhcp: BTreeMap<String, Option<Child>>) -> Result<()> {
             nix::unistd::Pid::from_raw(-1),
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         ) {}
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
