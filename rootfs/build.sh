@@ -42,7 +42,7 @@ file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
     die "$busybox is not statically linked (install busybox-static, not busybox)"
 
 # mke2fs and e2fsck with their libraries, for the state disk.
-"$mkimage" --recipe "$here/e2fsprogs.toml" --out-dir "$out" --output "$out/e2fsprogs.tar" >/dev/null
+"$mkimage" --recipe "$here/e2fsprogs.toml" --out-dir "$out" --stage-only --output "$out/e2fsprogs.d" >/dev/null
 
 stage="$out/initramfs.d"
 rm -rf "$stage"

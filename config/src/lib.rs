@@ -31,8 +31,14 @@ pub use system::{
 };
 pub use types::{Command, Duration, Hostname, InvalidValue};
 
-/// Where the embedded defaults live in the initramfs.
+/// Where the embedded defaults live in the initramfs (after boot: the
+/// effective config, with the state disk's laid over them).
 pub const DEFAULT_PATH: &str = "/etc/corral/config.toml";
+/// The configuration kept on the state disk.
+pub const PERSISTED_PATH: &str = "/var/lib/corral/config.toml";
+/// init's one-line report of what it did about the state disk, shown by
+/// `corral config get state`.
+pub const STATE_STATUS_PATH: &str = "/run/corral/state-status";
 
 /// The whole system configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -123,7 +123,7 @@ fn boot() -> (InitConfig, bool) {
         warn!("kernel command line: {w}");
     }
 
-    let config = match Config::load(Path::new(DEFAULT_PATH)) {
+    let mut config = match Config::load(Path::new(DEFAULT_PATH)) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
@@ -132,7 +132,6 @@ fn boot() -> (InitConfig, bool) {
         }
     };
 
-    let mut config = config;
     if let crate::state::Outcome::Mounted { .. } = crate::state::setup(&config.state) {
         if let Some(persisted) = crate::state::persisted_config() {
             config = persisted;

@@ -8,15 +8,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use corral_config::{Config, StateConfig, DEFAULT_PATH, STATE_LABEL};
+use std::os::unix::fs::DirBuilderExt;
+
+use corral_config::{
+    Config, StateConfig, DEFAULT_PATH, PERSISTED_PATH as PERSISTED_CONFIG, STATE_LABEL,
+    STATE_STATUS_PATH as STATUS_FILE,
+};
 use log::{error, info, warn};
 
 /// Where the state filesystem is mounted.
 pub const MOUNTPOINT: &str = "/var/lib/corral";
-/// init's report, read by `corral config get state`.
-pub const STATUS_FILE: &str = "/run/corral/state-status";
-/// The configuration kept on the state disk, laid over the embedded one.
-pub const PERSISTED_CONFIG: &str = "/var/lib/corral/config.toml";
 /// Directories the services bind from the state filesystem, with modes.
 pub const DIRS: &[(&str, u32)] = &[("log", 0o755), ("ssh", 0o700), ("home", 0o755)];
 
@@ -56,11 +57,19 @@ pub fn identify(head: &[u8], blank: bool) -> Content {
 }
 
 fn read_content(dev: &Path) -> std::io::Result<Content> {
-    let mut buf = Vec::with_capacity(BLANK_BYTES);
-    File::open(dev)?
-        .take(BLANK_BYTES as u64)
-        .read_to_end(&mut buf)?;
-    let blank = !buf.is_empty() && buf.iter().all(|b| *b == 0);
+    // The superblock is in the first 2 KiB; the rest of the blank check
+    // is read only for a device whose start is all zero.
+    let mut file = File::open(dev)?;
+    let mut buf = Vec::with_capacity(4096);
+    (&mut file).take(4096).read_to_end(&mut buf)?;
+    let zero = |b: &[u8]| b.iter().all(|x| *x == 0);
+    let mut blank = !buf.is_empty() && zero(&buf);
+    if blank {
+        let mut rest = Vec::with_capacity(BLANK_BYTES);
+        file.take((BLANK_BYTES - buf.len()) as u64)
+            .read_to_end(&mut rest)?;
+        blank = zero(&rest);
+    }
     Ok(identify(&buf, blank))
 }
 
@@ -153,8 +162,6 @@ pub fn setup(config: &StateConfig) -> Outcome {
     }
     outcome
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Lays the state disk's config over the embedded one and makes the
 /// result `/etc/corral/config.toml`, which sysd and the services read.

@@ -89,10 +89,6 @@ impl Sink {
         }
     }
 
-    pub fn prefix(&self) -> &'static str {
-        self.prefix
-    }
-
     /// Starts writing to /dev/kmsg (once devtmpfs is mounted). Returns
     /// whether it could be opened.
     pub fn open_kmsg(&self) -> bool {

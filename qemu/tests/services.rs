@@ -81,6 +81,15 @@ fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
     vm.run_ok(&wrapped, timeout + CMD).or_fail()
 }
 
+/// `corral system ps` once the five system services are all up.
+fn services_up(vm: &mut Vm) -> String {
+    eventually(
+        vm,
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
+        Duration::from_secs(60),
+    )
+}
+
 fn config(key: &str, extra: &str) -> String {
     format!("[ssh]\nauthorized-keys = [\"{key}\"]\n{extra}")
 }
@@ -132,11 +141,7 @@ fn services_state_disk_and_ssh() {
     assert!(status.contains("autoformat = true"), "{status}");
 
     // Every service running.
-    let ps = eventually(
-        &mut vm,
-        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
-        Duration::from_secs(60),
-    );
+    let ps = services_up(&mut vm);
     for name in ["syslog", "udev", "network", "ssh", "console"] {
         assert!(
             ps.lines().any(|l| l.starts_with(name) && l.contains("Up ")),
@@ -493,11 +498,7 @@ fn without_a_disk_the_system_still_boots() {
     )
     .or_fail();
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
-    let ps = eventually(
-        &mut vm,
-        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
-        Duration::from_secs(60),
-    );
+    let ps = services_up(&mut vm);
     assert!(ps.contains("ssh"), "{ps}");
     vm.poweroff(EXIT).or_fail();
     eprintln!("no-disk boot checked in {:?}", started.elapsed());

@@ -253,7 +253,11 @@ async fn container_action(
                 .images()
                 .get(&snap.record.image_id)
                 .ok()
-                .and_then(|image| image_label(&image, REASONS_LABEL));
+                .and_then(|image| {
+                    image
+                        .label(corral_image::labels::REASONS)
+                        .map(str::to_owned)
+                });
             Ok(json_response(200, &inspect(&snap, reasons.as_deref())))
         }
         (&Method::POST, ["start"]) => {
@@ -706,19 +710,6 @@ fn container_summary(snap: &Snapshot) -> Value {
         "NetworkSettings": { "Networks": {} },
         "Mounts": [],
     })
-}
-
-/// The image label with the reason for each grant of its service
-/// definition, `key: reason` a line (written by `corral-mkimage --recipe`).
-pub const REASONS_LABEL: &str = "io.corral.reasons";
-
-fn image_label(image: &corral_image::Image, key: &str) -> Option<String> {
-    image
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.labels().as_ref())
-        .and_then(|l| l.get(key).cloned())
 }
 
 /// `key: reason` lines as a JSON object.

@@ -57,9 +57,6 @@ pub enum ConfigCmd {
     },
 }
 
-/// Where init reports what it did about the state disk.
-pub const STATE_STATUS: &str = "/run/corral/state-status";
-
 /// `corral config get`: the value at `key` of the parsed config
 /// (defaults filled in), as text.
 pub fn config_get(config: &corral_config::Config, key: Option<&str>) -> Result<String> {
@@ -173,9 +170,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let mut text = config_get(&config, key.as_deref())?;
             if key.as_deref() == Some("state") {
                 // What init found, beside what the config asks for.
-                match std::fs::read_to_string(STATE_STATUS) {
+                use corral_config::STATE_STATUS_PATH;
+                match std::fs::read_to_string(STATE_STATUS_PATH) {
                     Ok(s) => text.push_str(&format!("# {}\n", s.trim())),
-                    Err(_) => text.push_str(&format!("# no report from init ({STATE_STATUS})\n")),
+                    Err(_) => {
+                        text.push_str(&format!("# no report from init ({STATE_STATUS_PATH})\n"))
+                    }
                 }
             }
             std::io::stdout().write_all(text.as_bytes())?;

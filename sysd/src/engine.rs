@@ -36,9 +36,6 @@ use crate::restart::{Backoff, Decision, Exit};
 use crate::spec;
 use crate::state::{Record, RunState, StateDir, Status};
 
-/// The image label holding an image's default service definition (TOML).
-pub const SERVICE_LABEL: &str = "io.corral.service";
-
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// `system` or `user`.
@@ -288,6 +285,18 @@ impl Engine {
             let data = self.data_dir(&id);
             for d in [rootfs.clone(), data.join("upper"), data.join("work")] {
                 std::fs::create_dir_all(d)?;
+            }
+            // A bind source that does not exist yet is made a directory,
+            // as Docker does for -v: the syslog and resolver directories
+            // every system container binds, /run/udev, a new volume.
+            for m in spec.mounts().iter().flatten() {
+                if m.typ().as_deref() == Some("bind") {
+                    if let Some(src) = m.source() {
+                        if std::fs::symlink_metadata(src).is_err() {
+                            std::fs::create_dir_all(src)?;
+                        }
+                    }
+                }
             }
             for stream in ["stdout", "stderr"] {
                 nix::unistd::mkfifo(
@@ -955,24 +964,19 @@ fn resolve_in(inner: &Inner, reference: &str) -> Result<String> {
     }
 }
 
-/// The image's default definition (label [`SERVICE_LABEL`]) with the
-/// config's on top.
+/// The image's default definition (label
+/// [`corral_image::labels::SERVICE`]) with the config's on top.
 pub fn merged_with_image_default(
     image: &corral_image::Image,
     def: ServiceDef,
 ) -> std::result::Result<ServiceDef, String> {
-    let label = image
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.labels().as_ref())
-        .and_then(|l| l.get(SERVICE_LABEL));
-    let Some(text) = label else {
+    use corral_image::labels::SERVICE;
+    let Some(text) = image.label(SERVICE) else {
         return Ok(def);
     };
     let mut base = ServiceDef::parse(text).map_err(|e| {
         format!(
-            "image {}: its default service definition (label {SERVICE_LABEL}) is invalid: {e}",
+            "image {}: its default service definition (label {SERVICE}) is invalid: {e}",
             image.names.first().unwrap_or(&image.id)
         )
     })?;

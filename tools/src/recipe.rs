@@ -19,13 +19,6 @@ use thiserror::Error;
 
 use crate::debs::Package;
 
-/// The image label with the default service definition (TOML).
-pub const SERVICE_LABEL: &str = "io.corral.service";
-/// The image label with the reason for each grant, one `key: reason` a line.
-pub const REASONS_LABEL: &str = "io.corral.reasons";
-/// The image label naming the Debian packages files were taken from.
-pub const PACKAGES_LABEL: &str = "io.corral.packages";
-
 /// Library directories the dynamic loader of Debian amd64 searches.
 const LIB_DIRS: &[&str] = &[
     "/lib/x86_64-linux-gnu",
@@ -176,20 +169,26 @@ impl Recipe {
     /// The service definition as the label's TOML, validated by the same
     /// parser sysd uses.
     pub fn service_toml(&self) -> std::result::Result<Option<String>, String> {
+        Ok(self.service_def()?.map(|(text, _)| text))
+    }
+
+    /// `[service]` as TOML text and parsed, checked by the parser sysd uses.
+    fn service_def(
+        &self,
+    ) -> std::result::Result<Option<(String, corral_config::ServiceDef)>, String> {
         let Some(table) = &self.service else {
             return Ok(None);
         };
         let text = toml::to_string(table).map_err(|e| e.to_string())?;
-        corral_config::ServiceDef::parse(&text).map_err(|e| format!("[service]: {e}"))?;
-        Ok(Some(text))
+        let def = corral_config::ServiceDef::parse(&text).map_err(|e| format!("[service]: {e}"))?;
+        Ok(Some((text, def)))
     }
 
     /// The keys of everything the service definition grants.
     fn grants(&self) -> std::result::Result<Vec<String>, String> {
-        let Some(text) = self.service_toml()? else {
+        let Some((_, def)) = self.service_def()? else {
             return Ok(Vec::new());
         };
-        let def = corral_config::ServiceDef::parse(&text).map_err(|e| format!("[service]: {e}"))?;
         let mut out = Vec::new();
         for c in def.cap_add.iter().flatten() {
             out.push(format!("cap-add.{}", c.as_str()));

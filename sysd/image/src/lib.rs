@@ -68,6 +68,17 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Erro
     move |source| Error::Io { path, source }
 }
 
+/// Labels Corral's system images carry (written by `corral-mkimage
+/// --recipe`, read by sysd).
+pub mod labels {
+    /// The image's default service definition (TOML).
+    pub const SERVICE: &str = "io.corral.service";
+    /// Why the definition grants what it does: `key: reason` a line.
+    pub const REASONS: &str = "io.corral.reasons";
+    /// The Debian packages (`name=version`) files were taken from.
+    pub const PACKAGES: &str = "io.corral.packages";
+}
+
 /// An image in the store.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -81,6 +92,18 @@ pub struct Image {
     /// Uncompressed size of all layers.
     pub size: u64,
     pub created: Option<String>,
+}
+
+impl Image {
+    /// The value of a label of the image's config.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().as_ref())
+            .and_then(|l| l.get(key))
+            .map(String::as_str)
+    }
 }
 
 /// One image an import brought in.

@@ -31,9 +31,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libc::c_char;
 
-/// Spec annotation: make the container's own /dev/log a symlink to this
-/// path (the system syslog socket, reached through a directory bind).
-pub const DEV_LOG_ANNOTATION: &str = "io.corral.dev-log";
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -46,6 +43,10 @@ use oci_spec::runtime::{
 use crate::cgroup::Cgroup;
 use crate::sys::{self, Forked};
 use crate::{Error, Process};
+
+/// Spec annotation: make the container's own /dev/log a symlink to this
+/// path (the system syslog socket, reached through a directory bind).
+pub const DEV_LOG_ANNOTATION: &str = "io.corral.dev-log";
 
 /// The container's root filesystem.
 #[derive(Debug, Clone)]

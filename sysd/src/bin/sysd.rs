@@ -136,17 +136,6 @@ async fn run(args: Args) -> Result<()> {
 
     let mut order = Vec::new();
     if args.role == Role::System {
-        // Every system container binds the first two
-        // (spec::Context::system); the udev service shares its database.
-        for dir in [
-            corral_sysd::spec::SYSLOG_DIR,
-            corral_sysd::spec::NET_DIR,
-            "/run/udev",
-        ] {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                error!("cannot create {dir}: {e}");
-            }
-        }
         import_images(&engine, &args.images_dir).await;
         let config = match Config::load(&args.config) {
             Ok(c) => c,

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Parser;
 use corral_image::build::{write_oci_archive, ImageConfigSpec};
+use corral_image::labels::{PACKAGES, REASONS, SERVICE};
 use corral_tools::debs::Cache;
-use corral_tools::recipe::{Recipe, Stager, PACKAGES_LABEL, REASONS_LABEL, SERVICE_LABEL};
+use corral_tools::recipe::{Recipe, Stager};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +31,10 @@ struct Args {
     /// directory is written next to the archive.
     #[arg(long, default_value = "out")]
     out_dir: PathBuf,
+    /// With --recipe: only stage the tree, into --output (a directory),
+    /// and write no archive (the initramfs takes e2fsprogs this way).
+    #[arg(long, requires = "recipe")]
+    stage_only: bool,
     /// Name and tag, e.g. busybox:latest.
     #[arg(long, required_unless_present = "recipe")]
     name: Option<String>,
@@ -49,7 +54,7 @@ struct Args {
     working_dir: Option<String>,
     #[arg(long)]
     user: Option<String>,
-    /// The archive to write.
+    /// The archive to write (the directory, with --stage-only).
     #[arg(long, short)]
     output: PathBuf,
 }
@@ -57,7 +62,7 @@ struct Args {
 fn main() -> Result<()> {
     let a = Args::parse();
     if let Some(recipe) = &a.recipe {
-        return build_recipe(recipe, &a.out_dir, &a.output);
+        return build_recipe(recipe, &a.out_dir, &a.output, a.stage_only);
     }
     let (Some(rootfs), Some(name)) = (&a.rootfs, &a.name) else {
         anyhow::bail!("--rootfs and --name are required without --recipe");
@@ -83,13 +88,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn build_recipe(path: &Path, out_dir: &Path, output: &Path) -> Result<()> {
+fn build_recipe(path: &Path, out_dir: &Path, output: &Path, stage_only: bool) -> Result<()> {
     let recipe = Recipe::load(path)?;
     let recipe_dir = path.parent().unwrap_or(Path::new("."));
     let packages = Cache::new(Cache::default_dir())
         .fetch(&recipe.packages)
         .with_context(|| format!("{}: fetching Debian packages", path.display()))?;
-    let stage = output.with_extension("d");
+    let stage = if stage_only {
+        output.to_owned()
+    } else {
+        output.with_extension("d")
+    };
     if stage.exists() {
         std::fs::remove_dir_all(&stage)
             .with_context(|| format!("removing the old stage {}", stage.display()))?;
@@ -98,15 +107,19 @@ fn build_recipe(path: &Path, out_dir: &Path, output: &Path) -> Result<()> {
     stager
         .stage_all(&recipe)
         .with_context(|| format!("{}: staging the image", path.display()))?;
+    if stage_only {
+        println!("{} staged in {}", recipe.name, stage.display());
+        return Ok(());
+    }
     let mut labels = std::collections::BTreeMap::new();
     if let Some(service) = recipe
         .service_toml()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     {
-        labels.insert(SERVICE_LABEL.to_owned(), service);
+        labels.insert(SERVICE.to_owned(), service);
     }
     if !recipe.reasons.is_empty() {
-        labels.insert(REASONS_LABEL.to_owned(), recipe.reasons_label());
+        labels.insert(REASONS.to_owned(), recipe.reasons_label());
     }
     let mut used: Vec<String> = packages
         .iter()
@@ -115,7 +128,7 @@ fn build_recipe(path: &Path, out_dir: &Path, output: &Path) -> Result<()> {
         .collect();
     used.sort();
     if !used.is_empty() {
-        labels.insert(PACKAGES_LABEL.to_owned(), used.join(" "));
+        labels.insert(PACKAGES.to_owned(), used.join(" "));
     }
     let spec = ImageConfigSpec {
         entrypoint: recipe.entrypoint.clone(),
