@@ -3,7 +3,7 @@
 #   make run     install build deps, build everything, boot in QEMU
 #   make test    the same set-up, then lint, unit and QEMU boot tests
 #   make bench   benchmarks (boot time against a trivial init; containers
-#                against crun and runc)
+#                against crun and runc; config set/get against the bare operations)
 #
 # Outputs go to out/. The kernel build is cached outside the clone (see
 # kernel-config/build.sh), keyed by its inputs.
@@ -21,7 +21,7 @@ HOST_BIN := target/debug
 STAGE := tools/stage
 
 .PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
-        bench bench-boot bench-containers clean
+        bench bench-boot bench-containers bench-config clean
 
 all: kernel initramfs
 
@@ -82,11 +82,11 @@ unit: deps
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
 	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu \
-		--test boot --test engine --test services -- --test-threads=2
+		--test boot --test engine --test services --test config -- --test-threads=2
 
 test: lint unit boot-test
 
-bench: bench-boot bench-containers
+bench: bench-boot bench-containers bench-config
 
 bench-boot: kernel initramfs
 	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
@@ -94,6 +94,9 @@ bench-boot: kernel initramfs
 clean:
 	rm -rf $(OUT)
 	$(CARGO) clean
+
+bench-config: kernel initramfs
+	@$(STAGE) "config benchmark" $(HOST_BIN)/corral-bench config --runs $${RUNS:-50}
 
 bench-containers: kernel initramfs
 	@$(STAGE) "container benchmark" $(HOST_BIN)/corral-bench containers --runs $${RUNS:-100}

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages Corral's build, run and tests need, if any is
-# missing (crun, runc:
+# missing (dosfstools, mtools: the boot tests' NoCloud config drive; crun, runc:
 # the peers of `make bench-containers`). As root it runs apt-get; otherwise it prints the command.
 set -eu
 
@@ -9,6 +9,7 @@ packages="
     busybox-static tini cpio zstd file
     linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
     openssh-client skopeo
+    dosfstools mtools
     crun runc
 "
 

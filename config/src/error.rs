@@ -54,6 +54,25 @@ impl Diagnostic {
         }
     }
 
+    /// A problem with a key whose position is not known.
+    pub fn keyed(origin: &str, key: &str, message: String) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            line: None,
+            column: None,
+            key: Some(key.to_owned()),
+            message,
+        }
+    }
+
+    /// `key: message`, without the origin and position.
+    pub fn message_with_key(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{k}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     pub(crate) fn at_key(
         text: &str,
         origin: &str,

@@ -10,7 +10,9 @@
 //! and in the shipped default, `rootfs/etc/corral/config.toml`.
 
 mod error;
+pub mod fsutil;
 mod init;
+pub mod layers;
 pub mod service;
 pub mod system;
 mod types;
@@ -25,17 +27,38 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Diagnostic};
 pub use init::InitConfig;
+pub use layers::{Layer, LayerKind, Merged};
 pub use service::{ServiceDef, ServiceName};
 pub use system::{
-    DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, SyslogConfig, STATE_LABEL,
+    ConsoleConfig, DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, SyslogConfig,
+    STATE_LABEL,
 };
-pub use types::{Command, Duration, Hostname, InvalidValue};
+pub use types::{
+    Cidr, Command, Duration, Hostname, InterfaceName, InvalidValue, SysctlKey, SysctlValue,
+};
 
-/// Where the embedded defaults live in the initramfs (after boot: the
-/// effective config, with the state disk's laid over them).
+/// The embedded defaults, shipped in the initramfs.
 pub const DEFAULT_PATH: &str = "/etc/corral/config.toml";
-/// The configuration kept on the state disk.
+/// The configuration kept on the state disk: what `corral config set`
+/// writes.
 pub const PERSISTED_PATH: &str = "/var/lib/corral/config.toml";
+/// The running system's view of the config, written by init at boot and
+/// by sysd on every change: `effective.toml` (the layers merged, what
+/// services read) and one `<layer>.toml` per layer in use. Services bind
+/// this directory, not the files, so a replaced file is seen.
+pub const RUN_DIR: &str = "/run/corral/config";
+/// The merged config the system runs with.
+pub const EFFECTIVE_PATH: &str = "/run/corral/config/effective.toml";
+
+/// The running config's file: [`EFFECTIVE_PATH`], or the defaults when
+/// init has not written it (outside Corral, in tests).
+pub fn effective_path() -> &'static Path {
+    if Path::new(EFFECTIVE_PATH).exists() {
+        Path::new(EFFECTIVE_PATH)
+    } else {
+        Path::new(DEFAULT_PATH)
+    }
+}
 /// init's one-line report of what it did about the state disk, shown by
 /// `corral config get state`.
 pub const STATE_STATUS_PATH: &str = "/run/corral/state-status";
@@ -59,12 +82,29 @@ pub struct Config {
     pub state: StateConfig,
     /// The log file's rotation and remote forwarding (the syslog service).
     pub syslog: SyslogConfig,
+    /// Kernel parameters set at boot (and live), by `sysctl` name.
+    pub sysctl: BTreeMap<SysctlKey, SysctlValue>,
+    /// The shell on the system console.
+    pub console: ConsoleConfig,
 }
 
 impl Config {
     /// Parses and validates a configuration document. `origin` names it in
     /// errors (usually the file path).
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let (config, table) = Self::deserialize_text(text, origin)?;
+        config
+            .validate()
+            .map_err(|(key, message)| Diagnostic::at_key(text, origin, &table, &key, message))?;
+        Ok(config)
+    }
+
+    /// Syntax, unknown keys, types and values; not the rules that span
+    /// keys (see [`layers::merge`]).
+    pub(crate) fn deserialize_text<'a>(
+        text: &'a str,
+        origin: &str,
+    ) -> Result<(Self, Spanned<DeTable<'a>>), ConfigError> {
         let table =
             DeTable::parse(text).map_err(|e| Diagnostic::from_toml(text, origin, None, &e))?;
         let de = toml::de::Deserializer::from(table.clone());
@@ -73,10 +113,7 @@ impl Config {
             let key = (key != ".").then_some(key);
             Diagnostic::from_toml(text, origin, key, e.inner())
         })?;
-        config
-            .validate()
-            .map_err(|(key, message)| Diagnostic::at_key(text, origin, &table, &key, message))?;
-        Ok(config)
+        Ok((config, table))
     }
 
     /// Reads and parses a configuration file.
@@ -88,48 +125,9 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Lays the document `over` (from `over_origin`) over `base`: tables
-    /// merge key by key, any other value replaces the base's. `over` is
-    /// checked on its own first, so its mistakes are reported against its
-    /// own lines; the result is checked as a whole. Returns the merged
-    /// text and config.
-    pub fn layer(
-        base: &str,
-        base_origin: &str,
-        over: &str,
-        over_origin: &str,
-    ) -> Result<(String, Self), ConfigError> {
-        Self::parse(over, over_origin)?;
-        let parse = |text: &str, origin: &str| {
-            text.parse::<toml::Table>().map_err(|e| {
-                ConfigError::from(Diagnostic {
-                    origin: origin.to_owned(),
-                    line: None,
-                    column: None,
-                    key: None,
-                    message: e.to_string(),
-                })
-            })
-        };
-        let mut merged = parse(base, base_origin)?;
-        merge(&mut merged, parse(over, over_origin)?);
-        let text = toml::to_string(&merged).map_err(|e| {
-            ConfigError::from(Diagnostic {
-                origin: over_origin.to_owned(),
-                line: None,
-                column: None,
-                key: None,
-                message: format!("cannot write the merged config: {e}"),
-            })
-        })?;
-        let origin = format!("{over_origin} over {base_origin}");
-        let config = Self::parse(&text, &origin)?;
-        Ok((text, config))
-    }
-
     /// Rules that involve more than one value. Returns the dotted key to
     /// blame and the reason.
-    fn validate(&self) -> Result<(), (String, String)> {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         self.init
             .validate()
             .map_err(|(key, message)| (key.to_owned(), message))?;
@@ -154,25 +152,15 @@ impl Config {
     }
 }
 
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
 /// The span of the value at a dotted key path, for errors found after
 /// deserialization.
 fn locate(table: &Spanned<DeTable<'_>>, path: &str) -> Option<Range<usize>> {
     let mut span = table.span();
     let mut current = table.get_ref();
-    let mut parts = path.split('.').peekable();
+    let parts = layers::split_key(path);
+    let mut parts = parts.iter().peekable();
     while let Some(part) = parts.next() {
-        let value = current.get(part)?;
+        let value = current.get(part.as_str())?;
         span = value.span();
         if parts.peek().is_some() {
             match value.get_ref() {
@@ -242,8 +230,9 @@ kill-timeout = "2s"
     fn network_ssh_and_state() {
         let c = Config::parse(
             r#"
+sysctl = { "net.ipv4.ip_forward" = 1, "vm.swappiness" = "10", "kernel.sysrq" = true }
 [network.interfaces.eth0]
-address = "192.168.7.2/24"
+addresses = ["192.168.7.2/24", "fd00::2/64"]
 gateway = "192.168.7.1"
 mtu = 1400
 [network.interfaces.eth1]
@@ -255,12 +244,31 @@ search = ["lan"]
 authorized-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA me@laptop"]
 [state]
 device = "/dev/vdb"
+label = "MYSTATE"
 autoformat = false
+[console]
+autologin = false
 "#,
             "t",
         )
         .unwrap();
         assert_eq!(c.network.interfaces["eth0"].mtu, Some(1400));
+        assert_eq!(
+            c.network.interfaces["eth0"].addresses[1].to_string(),
+            "fd00::2/64"
+        );
+        let sysctl: Vec<String> = c.sysctl.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            sysctl,
+            [
+                "kernel.sysrq=1",
+                "net.ipv4.ip_forward=1",
+                "vm.swappiness=10"
+            ]
+        );
+        assert_eq!(c.state.label, "MYSTATE");
+        assert!(!c.console.autologin);
+        assert!(Config::default().console.autologin);
         assert!(c.network.interfaces["eth1"].dhcp);
         assert_eq!(c.ssh.authorized_keys.len(), 1);
         assert_eq!(c.state.device.as_deref(), Some("/dev/vdb"));
@@ -270,19 +278,32 @@ autoformat = false
 
     #[test]
     fn bad_network_ssh_and_state_values_name_their_key() {
-        let d = err("[network.interfaces.eth0]\naddress = \"10.0.0.1\"\n");
+        let d = err("[network.interfaces.eth0]\naddresses = [\"10.0.0.1\"]\n");
         assert_eq!(
             d.key.as_deref(),
-            Some("network.interfaces.eth0.address"),
+            Some("network.interfaces.eth0.addresses[0]"),
             "{d}"
         );
         assert!(d.message.contains("ADDRESS/PREFIX"), "{d}");
         assert_eq!(d.line, Some(2));
         let d = err("[network.interfaces.eth0]\nmtu = 1500\n");
-        assert!(d.message.contains("dhcp = true or an address"), "{d}");
-        let d = err("[network.interfaces.eth0]\ndhcp = true\naddress = \"10.0.0.1/8\"\n");
+        assert!(d.message.contains("dhcp = true or addresses"), "{d}");
+        let d = err("[network.interfaces.eth0]\ndhcp = true\naddresses = [\"10.0.0.1/8\"]\n");
         assert!(d.message.contains("not both"), "{d}");
-        let d = err("[network.interfaces.eth0]\naddress = \"10.0.0.1/8\"\nmtu = 20\n");
+        let d =
+            err("[network.interfaces.eth0]\naddresses = [\"10.0.0.1/8\"]\ngateway = \"fd00::1\"\n");
+        assert!(d.message.contains("address family"), "{d}");
+        let d = err("[network.interfaces.\"eth0:1\"]\ndhcp = true\n");
+        assert!(d.message.contains("1 to 15 characters"), "{d}");
+        let d = err("[sysctl]\n\"vm swappiness\" = 1\n");
+        assert!(d.message.contains("kernel parameter name"), "{d}");
+        let d = err("[sysctl]\n\"vm.swappiness\" = [1]\n");
+        assert!(d.message.contains("string, integer or boolean"), "{d}");
+        let d = err("[state]\nlabel = \"a-label-longer-than-16\"\n");
+        assert_eq!(d.key.as_deref(), Some("state.label"), "{d}");
+        let d = err("[console]\nautologin = \"yes\"\n");
+        assert_eq!(d.key.as_deref(), Some("console.autologin"), "{d}");
+        let d = err("[network.interfaces.eth0]\naddresses = [\"10.0.0.1/8\"]\nmtu = 20\n");
         assert_eq!(d.key.as_deref(), Some("network.interfaces.eth0.mtu"), "{d}");
         let d = err("[ssh]\nauthorized-keys = [\"/root/.ssh/id_ed25519\"]\n");
         assert_eq!(d.key.as_deref(), Some("ssh.authorized-keys[0]"), "{d}");
@@ -296,30 +317,6 @@ autoformat = false
                 .starts_with("network.dns.nameservers"),
             "{d}"
         );
-    }
-
-    #[test]
-    fn a_layer_merges_tables_and_replaces_values() {
-        let base = "hostname = \"a\"\n[init]\nmax-restarts = 3\ntty = true\n[ssh]\nauthorized-keys = [\"ssh-ed25519 AAAAC3 k@a\"]\n";
-        let over = "hostname = \"b\"\n[init]\nmax-restarts = 7\n";
-        let (text, c) = Config::layer(base, "embedded", over, "disk.toml").unwrap();
-        assert_eq!(c.hostname.unwrap().as_str(), "b");
-        assert_eq!(c.init.max_restarts, 7);
-        assert!(c.init.tty, "kept from the base");
-        assert_eq!(c.ssh.authorized_keys.len(), 1);
-        assert!(Config::parse(&text, "t").is_ok());
-    }
-
-    #[test]
-    fn a_bad_layer_is_reported_against_its_own_lines() {
-        let Err(ConfigError::Invalid(d)) =
-            Config::layer("", "embedded", "\n[init]\ntty = 1\n", "disk.toml")
-        else {
-            panic!("accepted")
-        };
-        assert_eq!(d.origin, "disk.toml");
-        assert_eq!(d.line, Some(3));
-        assert_eq!(d.key.as_deref(), Some("init.tty"));
     }
 
     #[test]

@@ -1,28 +1,31 @@
-//! The `[network]`, `[ssh]` and `[state]` tables: what the network service,
-//! the SSH console and init's state-disk handling read.
+//! The `[network]`, `[ssh]`, `[syslog]`, `[state]` and `[console]` tables:
+//! what the network service, the SSH console, the syslog service, init's
+//! state-disk handling and the console service read.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::{Cidr, InterfaceName};
+
 /// `[network]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct NetworkConfig {
     /// Interfaces by name. Empty: DHCP on every ethernet interface.
-    pub interfaces: BTreeMap<String, InterfaceConfig>,
+    pub interfaces: BTreeMap<InterfaceName, InterfaceConfig>,
     /// Resolver settings, added to what DHCP supplies (listed first).
     pub dns: DnsConfig,
 }
 
-/// `[network.interfaces.NAME]`: DHCP, or a static address.
+/// `[network.interfaces.NAME]`: DHCP, or static addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct InterfaceConfig {
     pub dhcp: bool,
-    /// `ADDRESS/PREFIX`, e.g. `192.168.1.10/24`.
-    pub address: Option<String>,
+    /// `ADDRESS/PREFIX` each, e.g. `["192.168.1.10/24", "fd00::10/64"]`.
+    pub addresses: Vec<Cidr>,
     /// Default gateway through this interface.
     pub gateway: Option<IpAddr>,
     pub mtu: Option<u32>,
@@ -107,82 +110,67 @@ impl SyslogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct StateConfig {
-    /// A block device (`/dev/vdb`); unset: the filesystem labelled
-    /// [`STATE_LABEL`].
+    /// A block device (`/dev/vdb`); unset: the ext4 filesystem labelled
+    /// `label`.
     pub device: Option<String>,
+    /// The label that finds the state filesystem, and that a blank disk is
+    /// given when formatted.
+    pub label: String,
     /// Format a blank disk (first MiB all zero) as ext4 with the label.
     pub autoformat: bool,
 }
 
-/// The state filesystem's label.
+/// The state filesystem's default label.
 pub const STATE_LABEL: &str = "CORRAL_STATE";
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             device: None,
+            label: STATE_LABEL.to_owned(),
             autoformat: true,
         }
     }
-}
-
-/// Splits `ADDRESS/PREFIX` and checks the prefix fits the address family.
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX (e.g. 192.168.1.10/24)"))?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| format!("prefix {prefix:?} is not a number from 0 to {max}"))?;
-    Ok((addr, prefix))
 }
 
 impl NetworkConfig {
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         for (name, i) in &self.interfaces {
             let key = |k: &str| format!("network.interfaces.{name}{k}");
-            if name.is_empty()
-                || name.len() > 15
-                || name
-                    .chars()
-                    .any(|c| c == '/' || c == ':' || c.is_whitespace())
-            {
-                return Err((
-                    key(""),
-                    "an interface name has 1 to 15 characters, no '/', ':' or spaces".into(),
-                ));
-            }
-            match (&i.address, i.dhcp) {
-                (Some(_), true) => {
+            match (i.addresses.is_empty(), i.dhcp) {
+                (false, true) => {
                     return Err((
-                        key(".address"),
-                        "set either dhcp = true or address, not both".into(),
+                        key(".addresses"),
+                        "set either dhcp = true or addresses, not both".into(),
                     ))
                 }
-                (None, false) => return Err((key(""), "needs dhcp = true or an address".into())),
+                (true, false) => return Err((key(""), "needs dhcp = true or addresses".into())),
                 _ => {}
             }
-            if let Some(a) = &i.address {
-                let (addr, _) = parse_cidr(a).map_err(|m| (key(".address"), m))?;
-                if let Some(g) = i.gateway {
-                    if g.is_ipv4() != addr.is_ipv4() {
-                        return Err((
-                            key(".gateway"),
-                            format!("{g} is not of the same address family as {addr}"),
-                        ));
-                    }
+            if let Some(g) = i.gateway {
+                if i.addresses.is_empty() {
+                    return Err((
+                        key(".gateway"),
+                        "DHCP supplies the gateway; give addresses to set one".into(),
+                    ));
                 }
-            } else if i.gateway.is_some() {
-                return Err((
-                    key(".gateway"),
-                    "DHCP supplies the gateway; set address to give one".into(),
-                ));
+                if !i.addresses.iter().any(|a| a.addr.is_ipv4() == g.is_ipv4()) {
+                    return Err((
+                        key(".gateway"),
+                        format!("{g}: none of the addresses is of its address family"),
+                    ));
+                }
+            }
+            for (n, a) in i.addresses.iter().enumerate() {
+                if i.addresses
+                    .get(..n)
+                    .is_some_and(|before| before.contains(a))
+                {
+                    return Err((
+                        format!("network.interfaces.{name}.addresses[{n}]"),
+                        format!("{a} is listed twice"),
+                    ));
+                }
             }
             if let Some(m) = i.mtu {
                 if !(68..=65535).contains(&m) {
@@ -191,7 +179,11 @@ impl NetworkConfig {
             }
         }
         for (n, s) in self.dns.search.iter().enumerate() {
-            if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace()) {
+            let ok = !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
                 return Err((
                     format!("network.dns.search[{n}]"),
                     format!("{s:?} is not a domain name"),
@@ -227,6 +219,16 @@ impl SshConfig {
 
 impl StateConfig {
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        // ext4 keeps 16 bytes for the label (s_volume_name).
+        if self.label.is_empty() || self.label.len() > 16 || self.label.contains(['/', '\0']) {
+            return Err((
+                "state.label".into(),
+                format!(
+                    "{:?} is not an ext4 label: 1 to 16 bytes, no '/'",
+                    self.label
+                ),
+            ));
+        }
         if let Some(d) = &self.device {
             if !d.starts_with("/dev/") || d.contains("..") {
                 return Err((
@@ -236,6 +238,36 @@ impl StateConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes a kernel parameter's /proc/sys file, with an error that names it.
+pub fn write_sysctl(key: &crate::SysctlKey, value: &crate::SysctlValue) -> Result<(), String> {
+    let path = key.proc_path();
+    std::fs::write(&path, value.as_str()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!(
+                "sysctl {key}: no such kernel parameter ({} does not exist)",
+                path.display()
+            )
+        }
+        _ => format!("sysctl {key} = {value}: {e}"),
+    })
+}
+
+/// `[console]`: the shell on the system console and tty1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ConsoleConfig {
+    /// A root shell without logging in (the console is physical access).
+    /// Off: a login prompt; the accounts have no passwords, so the console
+    /// is locked and the machine is administered over SSH.
+    pub autologin: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { autologin: true }
     }
 }
 
@@ -259,16 +291,5 @@ mod tests {
         assert!(!ok("udp://"));
         assert!(!ok("udp://host:99999"));
         assert!(!ok("http://host"));
-    }
-
-    #[test]
-    fn cidr() {
-        assert_eq!(parse_cidr("10.0.0.2/24").unwrap().1, 24);
-        assert!(parse_cidr("10.0.0.2")
-            .unwrap_err()
-            .contains("ADDRESS/PREFIX"));
-        assert!(parse_cidr("10.0.0.2/33").unwrap_err().contains("0 to 32"));
-        assert!(parse_cidr("fd00::1/64").is_ok());
-        assert!(parse_cidr("fd00::x/64").unwrap_err().contains("not an IP"));
     }
 }

@@ -230,9 +230,270 @@ impl fmt::Display for Command {
     }
 }
 
+/// An address with its prefix length, `ADDRESS/PREFIX`
+/// (`192.168.1.10/24`, `fd00::10/64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| {
+            InvalidValue::new(format!(
+                "{s:?} is not ADDRESS/PREFIX (e.g. 192.168.1.10/24)"
+            ))
+        })?;
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| InvalidValue::new(format!("{addr:?} is not an IP address")))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+            InvalidValue::new(format!("prefix {prefix:?} is not a number from 0 to {max}"))
+        })?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A network interface name as the kernel accepts it (`dev_valid_name`):
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InterfaceName {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let bad = s.is_empty()
+            || s.len() > 15
+            || s == "."
+            || s == ".."
+            || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if bad {
+            return Err(InvalidValue::new(format!(
+                "interface name {s:?}: 1 to 15 characters, no '/', ':' or spaces"
+            )));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl FromStr for InterfaceName {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<InterfaceName> for String {
+    fn from(n: InterfaceName) -> Self {
+        n.0
+    }
+}
+
+impl std::borrow::Borrow<str> for InterfaceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A kernel parameter as `sysctl` names it: dot-separated parts
+/// (`net.ipv4.ip_forward`), each of letters, digits, `_` and `-`; a `/`
+/// inside a part stands for a dot in the file name, as in
+/// `net.ipv4.conf.eth0/100.rp_filter`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SysctlKey(String);
+
+impl SysctlKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The file under /proc/sys.
+    pub fn proc_path(&self) -> std::path::PathBuf {
+        let rel: Vec<String> = self.0.split('.').map(|p| p.replace('/', ".")).collect();
+        std::path::Path::new("/proc/sys").join(rel.join("/"))
+    }
+}
+
+impl TryFrom<String> for SysctlKey {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let parts_ok = s.split('.').all(|p| {
+            !p.is_empty()
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'))
+                && !p.starts_with('/')
+                && !p.ends_with('/')
+        });
+        if !parts_ok || !s.contains('.') {
+            return Err(InvalidValue::new(format!(
+                "{s:?} is not a kernel parameter name such as \"net.ipv4.ip_forward\""
+            )));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<SysctlKey> for String {
+    fn from(k: SysctlKey) -> Self {
+        k.0
+    }
+}
+
+impl fmt::Display for SysctlKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A kernel parameter's value: written to its /proc/sys file as text. TOML
+/// integers and booleans (as 1/0) are accepted so `vm.swappiness = 10`
+/// reads naturally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct SysctlValue(String);
+
+impl SysctlValue {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<SysctlValue> for String {
+    fn from(v: SysctlValue) -> Self {
+        v.0
+    }
+}
+
+impl fmt::Display for SysctlValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SysctlValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SysctlValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, integer or boolean")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SysctlValue, E> {
+                if s.contains('\n') || s.contains('\0') {
+                    return Err(E::custom("a sysctl value is one line of text"));
+                }
+                Ok(SysctlValue(s.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(n.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(n.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(if b { "1" } else { "0" }.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.2/24".parse().unwrap();
+        assert_eq!((c.addr.to_string().as_str(), c.prefix), ("10.0.0.2", 24));
+        assert_eq!(c.to_string(), "10.0.0.2/24");
+        assert!("fd00::1/64".parse::<Cidr>().is_ok());
+        let e = |s: &str| s.parse::<Cidr>().unwrap_err().to_string();
+        assert!(e("10.0.0.2").contains("ADDRESS/PREFIX"));
+        assert!(e("10.0.0.2/33").contains("0 to 32"));
+        assert!(e("fd00::1/129").contains("0 to 128"));
+        assert!(e("fd00::x/64").contains("not an IP"));
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "enp0s3", "br-lan", "eth0.100", &"x".repeat(15)] {
+            assert!(ok.parse::<InterfaceName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "a/b", "eth0:1", "has space", &"x".repeat(16)] {
+            let e = bad.parse::<InterfaceName>().unwrap_err().to_string();
+            assert!(e.contains("1 to 15 characters"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sysctl_keys_map_to_proc_files() {
+        let k = SysctlKey::try_from("net.ipv4.ip_forward".to_owned()).unwrap();
+        assert_eq!(
+            k.proc_path(),
+            std::path::Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        let vlan = SysctlKey::try_from("net.ipv4.conf.eth0/100.rp_filter".to_owned()).unwrap();
+        assert_eq!(
+            vlan.proc_path(),
+            std::path::Path::new("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
+        );
+        for bad in [
+            "swappiness",
+            "vm..swappiness",
+            "vm.swap piness",
+            "net.../x",
+            "vm./a",
+            "a.b
+",
+        ] {
+            let e = SysctlKey::try_from(bad.to_owned()).unwrap_err().to_string();
+            assert!(e.contains("kernel parameter name"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn hostnames_that_are_valid() {

@@ -1,27 +1,29 @@
-//! The kernel command line: `corral.<key>=<value>` settings for init.
+//! The kernel command line: `corral.<key>=<value>` parameters.
 //!
 //! The kernel hands dotted parameters to nobody, so init reads them from
-//! `/proc/cmdline`. Parsing never fails: a line the user typed at a boot
-//! prompt must not stop the machine from booting. Anything init does not
-//! understand becomes a warning that names the parameter, and is ignored.
+//! `/proc/cmdline`. Two are init's own flags (`corral.debug`,
+//! `corral.rescue`); every other `corral.<dotted.key>=<value>` is a
+//! setting of the system config, laid over all the other layers
+//! (`corral_config::layers::cmdline_layer` checks them). Parsing never
+//! fails: a line the user typed at a boot prompt must not stop the machine
+//! from booting. What init cannot use becomes a warning that names the
+//! parameter, and is ignored.
 
-use corral_config::Hostname;
-
-/// The settings init knows, and what it had to ignore.
+/// init's flags, the config settings, and what had to be ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cmdline {
-    /// `corral.hostname=NAME`: overrides the configured host name.
-    pub hostname: Option<Hostname>,
     /// `corral.debug`: debug-level logging from init.
     pub debug: bool,
     /// `corral.rescue`: start a rescue shell before the service manager.
     pub rescue: bool,
+    /// `corral.<key>[=<value>]` settings of the config, in order (a later
+    /// one for the same key wins).
+    pub config: Vec<(String, Option<String>)>,
     /// One line per ignored parameter, saying why.
     pub warnings: Vec<String>,
 }
 
 const PREFIX: &str = "corral.";
-const KNOWN: &str = "corral.debug, corral.hostname, corral.rescue";
 
 impl Cmdline {
     pub fn parse(text: &str) -> Self {
@@ -35,23 +37,12 @@ impl Cmdline {
                 None => (rest, None),
             };
             match key {
-                "hostname" => match value {
-                    None | Some("") => out.warnings.push(
-                        "corral.hostname needs a value (corral.hostname=NAME); ignored".into(),
-                    ),
-                    Some(v) => match v.parse::<Hostname>() {
-                        Ok(h) => out.hostname = Some(h),
-                        Err(e) => out.warnings.push(format!("corral.hostname: {e}; ignored")),
-                    },
-                },
                 "debug" => set_flag(&mut out.debug, key, value, &mut out.warnings),
                 "rescue" => set_flag(&mut out.rescue, key, value, &mut out.warnings),
                 "" => out.warnings.push(format!(
                     "malformed parameter {param:?}: no key after \"corral.\"; ignored"
                 )),
-                _ => out.warnings.push(format!(
-                    "unknown parameter corral.{key}; ignored (known: {KNOWN})"
-                )),
+                _ => out.config.push((key.to_owned(), value.map(str::to_owned))),
             }
         }
         out
@@ -117,13 +108,20 @@ mod tests {
     }
 
     #[test]
-    fn reads_known_settings_and_ignores_other_parameters() {
+    fn reads_flags_and_config_settings_and_ignores_other_parameters() {
         let c = Cmdline::parse(
-            "BOOT_IMAGE=/bzImage console=ttyS0 corral.hostname=node-7 corral.debug quiet corral.rescue=0",
+            "BOOT_IMAGE=/bzImage console=ttyS0 corral.hostname=node-7 corral.debug quiet corral.rescue=0 corral.sysctl.vm.swappiness=5 corral.console.autologin",
         );
-        assert_eq!(c.hostname.as_ref().map(Hostname::as_str), Some("node-7"));
         assert!(c.debug);
         assert!(!c.rescue);
+        assert_eq!(
+            c.config,
+            [
+                ("hostname".to_owned(), Some("node-7".to_owned())),
+                ("sysctl.vm.swappiness".to_owned(), Some("5".to_owned())),
+                ("console.autologin".to_owned(), None),
+            ]
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
@@ -148,39 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn the_last_occurrence_wins() {
-        let c = Cmdline::parse("corral.hostname=a corral.hostname=b corral.debug corral.debug=0");
-        assert_eq!(c.hostname.unwrap().as_str(), "b");
+    fn the_last_flag_wins() {
+        let c = Cmdline::parse("corral.debug corral.debug=0");
         assert!(!c.debug);
     }
 
     #[test]
-    fn unknown_and_malformed_parameters_become_warnings() {
-        let c = Cmdline::parse(
-            "corral.hostnmae=x corral.hostname=bad_name corral.hostname corral.debug=maybe corral. corral.=1",
-        );
-        assert_eq!(c.hostname, None);
+    fn malformed_flags_become_warnings() {
+        let c = Cmdline::parse("corral.debug=maybe corral. corral.=1");
         assert!(!c.debug);
         let w = c.warnings.join("\n");
-        assert_eq!(c.warnings.len(), 6, "{w}");
-        assert!(
-            w.contains("unknown parameter corral.hostnmae; ignored (known: corral.debug"),
-            "{w}"
-        );
-        assert!(
-            w.contains("corral.hostname: hostname \"bad_name\" contains '_'"),
-            "{w}"
-        );
-        assert!(w.contains("corral.hostname needs a value"), "{w}");
+        assert_eq!(c.warnings.len(), 3, "{w}");
         assert!(w.contains("corral.debug=\"maybe\" is not a boolean"), "{w}");
         assert!(w.contains("malformed parameter \"corral.\""), "{w}");
         assert!(w.contains("malformed parameter \"corral.=1\""), "{w}");
-    }
-
-    #[test]
-    fn a_bad_value_keeps_an_earlier_good_one() {
-        let c = Cmdline::parse("corral.hostname=good corral.hostname=-bad");
-        assert_eq!(c.hostname.unwrap().as_str(), "good");
-        assert_eq!(c.warnings.len(), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Corral's PID 1.
 //!
-//! `init` mounts the API filesystems, reads the kernel command line and the
-//! `[init]` table of the system config, sets the hostname, brings up `lo`,
+//! `init` mounts the API filesystems, assembles the system config from its
+//! layers (defaults, state disk, config drive, kernel command line), mounts
+//! the state disk, sets the hostname and sysctls, brings up `lo`,
 //! enables the cgroup v2 controllers, and then supervises one program, the
 //! service manager, restarting it with backoff and falling back to a rescue
 //! shell on the console. It reaps every orphan and turns shutdown signals
@@ -25,6 +26,7 @@
 )]
 
 pub mod backoff;
+pub mod bootconfig;
 pub mod cmdline;
 pub mod console;
 pub mod ctl;

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use corral_config::{Config, InitConfig, DEFAULT_PATH};
+use corral_config::InitConfig;
 use log::{debug, error, info, warn, LevelFilter};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -18,6 +18,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::backoff::Backoff;
+use crate::bootconfig;
 use crate::cmdline::Cmdline;
 use crate::mounts::{self, Teardown};
 use crate::shutdown::Shutdown;
@@ -123,27 +124,37 @@ fn boot() -> (InitConfig, bool) {
         warn!("kernel command line: {w}");
     }
 
-    let mut config = match Config::load(Path::new(DEFAULT_PATH)) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            error!("booting with the built-in default configuration instead");
-            Config::default()
-        }
+    // The config drive and the command line can say where the state disk
+    // is, so they are read first; the state disk's own file comes after.
+    let (defaults, defaults_status) = bootconfig::defaults();
+    let (drive, drive_status) = bootconfig::drive_layer();
+    let mut layers = bootconfig::Layers {
+        defaults,
+        state: None,
+        drive,
+        params: cmdline.config.clone(),
+        status: Vec::new(),
     };
-
-    if let crate::state::Outcome::Mounted { .. } = crate::state::setup(&config.state) {
-        if let Some(persisted) = crate::state::persisted_config() {
-            config = persisted;
-        }
+    let (_, early, _) = layers.merged(true);
+    let outcome = crate::state::setup(&early.config.state);
+    let (state, state_status) = bootconfig::state_layer(layers.defaults.as_ref());
+    if state.is_some() && !matches!(outcome, crate::state::Outcome::Mounted { .. }) {
+        warn!("the saved config is in RAM: it will not survive a reboot");
     }
+    layers.state = state;
+    let (stack, merged, notes) = layers.merged(false);
+    let mut status = vec![defaults_status, state_status, drive_status];
+    status.extend(notes);
+    bootconfig::publish(&stack, &merged, &status);
+    let config = merged.config;
 
-    if let Some(name) = cmdline.hostname.as_ref().or(config.hostname.as_ref()) {
+    if let Some(name) = config.hostname.as_ref() {
         match nix::unistd::sethostname(name.as_str()) {
             Ok(()) => info!("hostname {name}"),
             Err(e) => error!("cannot set hostname {name}: {e}"),
         }
     }
+    bootconfig::apply_sysctls(&config);
     match net::set_link_up("lo") {
         Ok(()) => debug!("lo is up"),
         Err(e) => error!("cannot bring up the loopback interface: {e}"),

@@ -10,10 +10,7 @@ use std::process::Command;
 
 use std::os::unix::fs::DirBuilderExt;
 
-use corral_config::{
-    Config, StateConfig, DEFAULT_PATH, PERSISTED_PATH as PERSISTED_CONFIG, STATE_LABEL,
-    STATE_STATUS_PATH as STATUS_FILE,
-};
+use corral_config::{StateConfig, STATE_STATUS_PATH as STATUS_FILE};
 use log::{error, info, warn};
 
 /// Where the state filesystem is mounted.
@@ -76,16 +73,32 @@ fn read_content(dev: &Path) -> std::io::Result<Content> {
 /// Block devices that could hold the state: disks and partitions with a
 /// size, not loop, RAM or optical devices; sorted by name.
 fn candidates() -> Vec<(String, bool)> {
+    list_block_devices(false)
+}
+
+/// The names of the block devices with a size, optical drives included
+/// when asked (a config drive may be a CD-ROM image).
+pub fn block_devices(optical: bool) -> Vec<String> {
+    list_block_devices(optical)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Names, and whether each is a whole disk.
+fn list_block_devices(optical: bool) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/sys/class/block") else {
         return out;
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if ["loop", "ram", "zram", "sr", "fd"]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
+        let skip: &[&str] = if optical {
+            &["loop", "ram", "zram", "fd"]
+        } else {
+            &["loop", "ram", "zram", "sr", "fd"]
+        };
+        if skip.iter().any(|p| name.starts_with(p)) {
             continue;
         }
         let size = std::fs::read_to_string(e.path().join("size"))
@@ -112,15 +125,23 @@ fn has_partitions(name: &str) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Mounted { device: PathBuf, formatted: bool },
+    Mounted {
+        device: PathBuf,
+        label: String,
+        formatted: bool,
+    },
     Ram(String),
 }
 
 impl Outcome {
     pub fn report(&self) -> String {
         match self {
-            Outcome::Mounted { device, formatted } => format!(
-                "state disk {} (label {STATE_LABEL}) on {MOUNTPOINT}{}",
+            Outcome::Mounted {
+                device,
+                label,
+                formatted,
+            } => format!(
+                "state disk {} (label {label}) on {MOUNTPOINT}{}",
                 device.display(),
                 if *formatted {
                     ", formatted at this boot"
@@ -138,7 +159,7 @@ impl Outcome {
 /// Finds, formats if allowed, checks and mounts the state disk.
 pub fn setup(config: &StateConfig) -> Outcome {
     let outcome = match choose(config) {
-        Ok((device, format)) => mount(&device, format),
+        Ok((device, format)) => mount(&device, &config.label, format),
         Err(why) => Outcome::Ram(why),
     };
     for (dir, mode) in DIRS {
@@ -163,39 +184,6 @@ pub fn setup(config: &StateConfig) -> Outcome {
     outcome
 }
 
-/// Lays the state disk's config over the embedded one and makes the
-/// result `/etc/corral/config.toml`, which sysd and the services read.
-/// Its `[state]` cannot move the state disk itself (that was decided with
-/// the embedded config). A broken file is reported and ignored.
-pub fn persisted_config() -> Option<Config> {
-    let over = match std::fs::read_to_string(PERSISTED_CONFIG) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            error!("cannot read {PERSISTED_CONFIG}: {e}");
-            return None;
-        }
-    };
-    let base = std::fs::read_to_string(DEFAULT_PATH).unwrap_or_default();
-    match Config::layer(&base, DEFAULT_PATH, &over, PERSISTED_CONFIG) {
-        Ok((text, config)) => {
-            let tmp = format!("{DEFAULT_PATH}.tmp");
-            let written =
-                std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, DEFAULT_PATH));
-            if let Err(e) = written {
-                error!("cannot write the merged config to {DEFAULT_PATH}: {e}");
-            }
-            info!("config: {PERSISTED_CONFIG} laid over the embedded defaults");
-            Some(config)
-        }
-        Err(e) => {
-            error!("{e}");
-            error!("ignoring {PERSISTED_CONFIG}: using the embedded config");
-            None
-        }
-    }
-}
-
 /// The device to use and whether it must be formatted first.
 fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
     if let Some(dev) = &config.device {
@@ -217,7 +205,7 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
     for (name, whole) in &devices {
         let path = PathBuf::from(format!("/dev/{name}"));
         match read_content(&path) {
-            Ok(Content::Ext { label }) if label == STATE_LABEL => return Ok((path, false)),
+            Ok(Content::Ext { label }) if label == config.label => return Ok((path, false)),
             Ok(Content::Blank) if *whole && blank.is_none() && !has_partitions(name) => {
                 blank = Some(path)
             }
@@ -228,12 +216,14 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
     match blank {
         Some(path) if config.autoformat => Ok((path, true)),
         Some(path) => Err(format!(
-            "no filesystem labelled {STATE_LABEL}; {} is blank but state.autoformat is off",
+            "no filesystem labelled {}; {} is blank but state.autoformat is off",
+            config.label,
             path.display()
         )),
         None if devices.is_empty() => Err("no disks".into()),
         None => Err(format!(
-            "no filesystem labelled {STATE_LABEL} and no blank disk among {}",
+            "no filesystem labelled {} and no blank disk among {}",
+            config.label,
             devices
                 .iter()
                 .map(|(n, _)| n.as_str())
@@ -255,11 +245,11 @@ fn run(program: &str, args: &[&str]) -> Result<i32, String> {
     Ok(out.status.code().unwrap_or(-1))
 }
 
-fn mount(device: &Path, format: bool) -> Outcome {
+fn mount(device: &Path, label: &str, format: bool) -> Outcome {
     let dev = device.to_string_lossy().into_owned();
     if format {
-        info!("formatting blank disk {dev} as ext4, label {STATE_LABEL}");
-        match run(MKFS, &["-q", "-F", "-t", "ext4", "-L", STATE_LABEL, &dev]) {
+        info!("formatting blank disk {dev} as ext4, label {label}");
+        match run(MKFS, &["-q", "-F", "-t", "ext4", "-L", label, &dev]) {
             Ok(0) => {}
             Ok(code) => {
                 return Outcome::Ram(format!("formatting {dev} failed (mke2fs exit {code})"))
@@ -288,6 +278,7 @@ fn mount(device: &Path, format: bool) -> Outcome {
     ) {
         Ok(()) => Outcome::Mounted {
             device: device.to_owned(),
+            label: label.to_owned(),
             formatted: format,
         },
         Err(e) => Outcome::Ram(format!("mounting {dev} on {MOUNTPOINT}: {e}")),
@@ -335,6 +326,7 @@ mod tests {
     fn reports_say_where_state_lives() {
         let m = Outcome::Mounted {
             device: "/dev/vda".into(),
+            label: "CORRAL_STATE".into(),
             formatted: true,
         };
         assert_eq!(

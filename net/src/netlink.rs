@@ -181,7 +181,7 @@ impl Netlink {
     }
 
     /// Removes every IPv4 address of the link except `keep`.
-    pub fn flush_ipv4(&mut self, link: &Link, keep: Option<IpAddr>) -> Result<()> {
+    pub fn flush_ipv4(&mut self, link: &Link, keep: &[IpAddr]) -> Result<()> {
         let msgs = self.request(
             "listing addresses",
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -198,7 +198,7 @@ impl Netlink {
                 AddressAttribute::Local(ip) => Some(*ip),
                 _ => None,
             });
-            if addr.is_some() && addr == keep {
+            if addr.is_some_and(|a| keep.contains(&a)) {
                 continue;
             }
             let shown = addr.map(|a| a.to_string()).unwrap_or_default();

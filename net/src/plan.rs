@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use corral_config::{system::parse_cidr, NetworkConfig};
+use corral_config::{Cidr, NetworkConfig};
 
 use crate::netlink::Link;
 
@@ -10,8 +10,7 @@ use crate::netlink::Link;
 pub enum Action {
     Dhcp,
     Static {
-        address: IpAddr,
-        prefix: u8,
+        addresses: Vec<Cidr>,
         gateway: Option<IpAddr>,
     },
 }
@@ -40,7 +39,7 @@ pub fn plan(config: &NetworkConfig, links: &[Link]) -> (Vec<Step>, Vec<String>) 
         return (steps, missing);
     }
     for (name, i) in &config.interfaces {
-        let Some(link) = links.iter().find(|l| &l.name == name) else {
+        let Some(link) = links.iter().find(|l| l.name == name.as_str()) else {
             let have: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
             missing.push(format!(
                 "network.interfaces.{name}: no such interface (this machine has {})",
@@ -48,20 +47,14 @@ pub fn plan(config: &NetworkConfig, links: &[Link]) -> (Vec<Step>, Vec<String>) 
             ));
             continue;
         };
-        let action = match &i.address {
-            // The config was validated: the address parses.
-            Some(a) => match parse_cidr(a) {
-                Ok((address, prefix)) => Action::Static {
-                    address,
-                    prefix,
-                    gateway: i.gateway,
-                },
-                Err(e) => {
-                    missing.push(format!("network.interfaces.{name}.address: {e}"));
-                    continue;
-                }
-            },
-            None => Action::Dhcp,
+        // The config was validated: dhcp or addresses, not both.
+        let action = if i.dhcp {
+            Action::Dhcp
+        } else {
+            Action::Static {
+                addresses: i.addresses.clone(),
+                gateway: i.gateway,
+            }
         };
         steps.push(Step {
             link: link.clone(),
@@ -98,7 +91,7 @@ mod tests {
     #[test]
     fn configured_interfaces_only_and_missing_ones_named() {
         let c: corral_config::Config = corral_config::Config::parse(
-            "[network.interfaces.eth1]\naddress = \"192.168.9.2/24\"\ngateway = \"192.168.9.1\"\nmtu = 1400\n[network.interfaces.wlan0]\ndhcp = true\n",
+            "[network.interfaces.eth1]\naddresses = [\"192.168.9.2/24\", \"fd00::2/64\"]\ngateway = \"192.168.9.1\"\nmtu = 1400\n[network.interfaces.wlan0]\ndhcp = true\n",
             "t",
         )
         .unwrap();
@@ -109,8 +102,10 @@ mod tests {
         assert_eq!(
             steps[0].action,
             Action::Static {
-                address: "192.168.9.2".parse().unwrap(),
-                prefix: 24,
+                addresses: vec![
+                    "192.168.9.2/24".parse().unwrap(),
+                    "fd00::2/64".parse().unwrap()
+                ],
                 gateway: Some("192.168.9.1".parse().unwrap())
             }
         );

@@ -67,7 +67,7 @@ fn boots_to_ready_with_everything_init_sets_up() {
     // Bad kernel parameters are named and ignored.
     assert_output_contains(
         &vm,
-        "corral-init: warning: kernel command line: unknown parameter corral.bogus; ignored",
+        "corral-init: warning: kernel command line: corral.bogus=1: unknown field `bogus`",
     );
     assert_output_contains(&vm, "corral.debug=\"maybe\" is not a boolean");
 

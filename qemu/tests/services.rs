@@ -338,9 +338,8 @@ fn services_state_disk_and_ssh() {
     );
     assert_eq!(out, "kept\nkept-host\n3\n");
     assert!(
-        vm.output().contains(
-            "corral-init: config: /var/lib/corral/config.toml laid over the embedded defaults"
-        ),
+        vm.output()
+            .contains("corral-init: config: /var/lib/corral/config.toml laid over the defaults"),
         "{}",
         vm.fail("the persisted config was not applied")
     );
@@ -373,7 +372,7 @@ fn static_address_and_a_disk_with_data() {
 [network.interfaces.eth9]
 dhcp = true
 [network.interfaces.eth0]
-address = "10.0.2.15/24"
+addresses = ["10.0.2.15/24"]
 gateway = "10.0.2.2"
 mtu = 1400
 [network.dns]

@@ -148,6 +148,15 @@ pub fn route(path: &str) -> Vec<String> {
     parts
 }
 
+fn config_manager() -> Result<&'static crate::sysconfig::Manager, ApiError> {
+    crate::sysconfig::manager().ok_or_else(|| {
+        ApiError::new(
+            404,
+            "this engine does not manage the system config: use the system engine's socket (/run/corral/system.sock)",
+        )
+    })
+}
+
 /// Serves one request.
 pub async fn handle(
     engine: Arc<Engine>,
@@ -191,6 +200,33 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
             Ok(r)
         }
         (&Method::GET, ["version"]) => Ok(json_response(200, &version())),
+        (&Method::GET, ["corral", "config", "saved"]) => {
+            config_manager()?;
+            let text =
+                crate::sysconfig::saved_text().map_err(|e| ApiError::new(500, e.to_string()))?;
+            let mut r = Response::new(full(text));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/toml"),
+            );
+            Ok(r)
+        }
+        (&Method::POST, ["corral", "config"]) => {
+            let manager = config_manager()?;
+            let body = read_body(req, 1 << 20).await?;
+            let change: crate::sysconfig::Change = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad(format!("not a config change: {e}")))?;
+            use crate::sysconfig::ChangeError;
+            match manager.change(change).await {
+                Ok(report) => Ok(json_response(
+                    200,
+                    &serde_json::to_value(&report).unwrap_or_default(),
+                )),
+                Err(e @ ChangeError::Invalid(_)) => Err(ApiError::bad(e.to_string())),
+                Err(e @ ChangeError::Conflict(_)) => Err(ApiError::new(409, e.to_string())),
+                Err(e @ ChangeError::Io(_)) => Err(ApiError::new(500, e.to_string())),
+            }
+        }
         (&Method::GET, ["info"]) => Ok(json_response(200, &info(engine))),
         (&Method::GET, ["containers", "json"]) => {
             let all = flag(&q, "all");

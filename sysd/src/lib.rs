@@ -8,7 +8,8 @@
 //! engine proper — container lifecycle and supervision ([`engine`]),
 //! service start-up in dependency order ([`services`]), OCI spec
 //! generation ([`spec`]), state records ([`state`]), logs ([`logs`]), the
-//! Docker-compatible API ([`api`]) and the `corral` CLI ([`cli`]).
+//! Docker-compatible API ([`api`]), live changes to the system config
+//! ([`sysconfig`]) and the `corral` CLI ([`cli`]).
 
 pub mod api;
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod services;
 pub mod spec;
 pub mod state;
 mod sys;
+pub mod sysconfig;

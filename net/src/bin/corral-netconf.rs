@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use corral_config::{Config, NetworkConfig, DEFAULT_PATH};
+use corral_config::{Config, NetworkConfig};
 use corral_net::netlink::{Link, Netlink};
 use corral_net::plan::{plan, Action};
 use corral_net::resolv::{self, LeaseDns};
@@ -57,7 +57,7 @@ fn main() {
 }
 
 fn config() -> NetworkConfig {
-    match Config::load(Path::new(DEFAULT_PATH)) {
+    match Config::load(corral_config::effective_path()) {
         Ok(c) => c.network,
         Err(e) => {
             error!("{e}");
@@ -68,10 +68,8 @@ fn config() -> NetworkConfig {
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    corral_config::fsutil::write_atomic(path, text.as_bytes(), 0o644, false)
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 /// Rewrites resolv.conf from the config and every lease file.
@@ -139,21 +137,25 @@ fn serve() -> Result<()> {
             continue;
         }
         match &step.action {
-            Action::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
+            Action::Static { addresses, gateway } => {
+                let keep: Vec<_> = addresses.iter().map(|a| a.addr).collect();
                 let applied = nl
-                    .flush_ipv4(&step.link, Some(*address))
-                    .and_then(|_| nl.add_address(&step.link, *address, *prefix))
+                    .flush_ipv4(&step.link, &keep)
+                    .and_then(|_| {
+                        addresses
+                            .iter()
+                            .try_for_each(|a| nl.add_address(&step.link, a.addr, a.prefix))
+                    })
                     .and_then(|_| match gateway {
                         Some(g) => nl.default_route(&step.link, *g),
                         None => Ok(()),
                     });
+                let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
                 match applied {
                     Ok(()) => info!(
-                        "{name}: static address {address}/{prefix}{}",
+                        "{name}: static address{} {}{}",
+                        if shown.len() == 1 { "" } else { "es" },
+                        shown.join(", "),
                         gateway.map(|g| format!(" via {g}")).unwrap_or_default()
                     ),
                     Err(e) => error!("{e}"),
@@ -245,7 +247,7 @@ fn hook(event: &str) -> Result<()> {
     match event {
         "deconfig" => {
             nl.set_up(&link, None)?;
-            nl.flush_ipv4(&link, None)?;
+            nl.flush_ipv4(&link, &[])?;
             let _ = std::fs::remove_file(&lease_file);
             write_resolv(&config)?;
         }
@@ -262,7 +264,7 @@ fn hook(event: &str) -> Result<()> {
             let router: Option<IpAddr> = env("router")
                 .and_then(|r| r.split_whitespace().next().and_then(|r| r.parse().ok()));
             nl.set_up(&link, mtu)?;
-            nl.flush_ipv4(&link, Some(ip))?;
+            nl.flush_ipv4(&link, &[ip])?;
             nl.add_address(&link, ip, prefix)?;
             if let Some(r) = router {
                 nl.default_route(&link, r)?;

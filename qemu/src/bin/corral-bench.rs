@@ -11,6 +11,12 @@
 //! create+start+wait+delete of a `/bin/true` container through sysd's API
 //! beside `crun run` and `runc run` of the same spec; sysd's idle memory
 //! and the cost of a running container (see qemu/guest container-bench).
+//!
+//! `corral-bench config`: in one boot on a state disk, N `corral config
+//! set hostname` (checked, written atomically with fsync, applied live)
+//! beside N busybox `hostname` (the live effect alone, nothing saved); and
+//! N `corral config get ssh.authorized-keys` (what sshd runs at every
+//! login) beside N `cat` of the effective config file.
 
 use std::time::Duration;
 
@@ -41,6 +47,12 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// `corral config set` and `get` against the bare operations.
+    Config {
+        /// Operations of each kind.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
 }
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,6 +69,7 @@ fn main() -> Result<()> {
     match Args::parse().bench {
         Bench::Boot { runs, machine } => boot(runs, machine),
         Bench::Containers { runs } => containers(runs),
+        Bench::Config { runs } => config_bench(runs),
     }
 }
 
@@ -393,5 +406,60 @@ fn containers(runs: usize) -> Result<()> {
         println!("  {}", &line[7..]);
     }
     vm.poweroff(TIMEOUT)?;
+    Ok(())
+}
+
+/// Runs `body` (which uses `$i`) `runs` times in a shell loop on the
+/// console; returns the milliseconds per iteration, by the host's clock.
+fn per_op(vm: &mut Vm, runs: usize, body: &str) -> Result<f64> {
+    let script =
+        format!("i=0; while [ $i -lt {runs} ]; do i=$((i+1)); {body} >/dev/null || exit 1; done");
+    let started = std::time::Instant::now();
+    vm.run_ok(&script, Duration::from_secs(1800))?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / runs as f64)
+}
+
+fn config_bench(runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let disk = logs().join("bench-config-state.raw");
+    std::fs::create_dir_all(logs())?;
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)?.set_len(512 << 20)?;
+    let mut config = VmConfig::corral("bench-config")?;
+    config.drives = vec![Drive::new(&disk)];
+    let (_, keys) = ssh_key()?;
+    let overlay = Overlay::new().config(&keys);
+    let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
+    vm.wait_for("sysd: ready: ", TIMEOUT)?;
+    // Once before timing: the first write creates the file.
+    vm.run_ok("corral config set hostname warm-up", TIMEOUT)?;
+    // Interleaved halves, so drift in the machine's load hits both alike.
+    let half = runs.div_ceil(2);
+    let (mut set, mut bare, mut get, mut cat) = (0.0, 0.0, 0.0, 0.0);
+    for _ in 0..2 {
+        set += per_op(&mut vm, half, "corral config set hostname bench-$i")?;
+        bare += per_op(&mut vm, half, "hostname bench-$i")?;
+        get += per_op(&mut vm, half, "corral config get ssh.authorized-keys")?;
+        cat += per_op(&mut vm, half, "cat /run/corral/config/effective.toml")?;
+    }
+    let (set, bare, get, cat) = (set / 2.0, bare / 2.0, get / 2.0, cat / 2.0);
+    let saved = vm.run_ok("corral config get hostname", TIMEOUT)?;
+    vm.poweroff(TIMEOUT)?;
+    let _ = std::fs::remove_file(&disk);
+    println!(
+        "config benchmark: {} operations each, one boot on a state disk, TCG",
+        half * 2
+    );
+    println!(
+        "  corral config set hostname: {set:.1} ms/op; busybox hostname: {bare:.1} ms/op (ratio {:.1}x)",
+        set / bare
+    );
+    println!(
+        "  corral config get ssh.authorized-keys: {get:.1} ms/op; cat effective.toml: {cat:.1} ms/op (ratio {:.1}x)",
+        get / cat
+    );
+    println!("  last value saved and live: {}", saved.trim());
     Ok(())
 }

@@ -37,9 +37,10 @@ impl Role {
 struct Args {
     #[arg(long, value_enum, default_value = "system")]
     role: Role,
-    /// The system config (system role).
-    #[arg(long, default_value = corral_config::DEFAULT_PATH)]
-    config: PathBuf,
+    /// The system config (system role) [default: the effective config init
+    /// published, /run/corral/config/effective.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The API socket [default: /run/corral/<role>.sock].
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -137,7 +138,11 @@ async fn run(args: Args) -> Result<()> {
     let mut order = Vec::new();
     if args.role == Role::System {
         import_images(&engine, &args.images_dir).await;
-        let config = match Config::load(&args.config) {
+        corral_sysd::sysconfig::install(engine.clone());
+        let path = args
+            .config
+            .unwrap_or_else(|| corral_config::effective_path().to_owned());
+        let config = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e}");

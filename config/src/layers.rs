@@ -1,0 +1,709 @@
+//! The configuration is several documents laid over each other, later
+//! ones winning key by key: the embedded defaults, the state disk's file,
+//! a NoCloud config drive, and `corral.<key>=<value>` parameters on the
+//! kernel command line. This module merges them, blames the right layer
+//! for a mistake, and edits one layer by dotted key (`corral config set`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use toml::de::DeTable;
+use toml::{Table, Value};
+
+use crate::{Config, ConfigError, Diagnostic};
+
+/// Where a layer comes from, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerKind {
+    /// Shipped in the image: `/etc/corral/config.toml`.
+    Defaults,
+    /// Kept on the state disk: `/var/lib/corral/config.toml`, written by
+    /// `corral config set/unset/edit`.
+    State,
+    /// `user-data` on a NoCloud config drive (label `cidata`).
+    Drive,
+    /// `corral.<key>=<value>` on the kernel command line.
+    Cmdline,
+}
+
+impl LayerKind {
+    pub const ALL: [LayerKind; 4] = [
+        LayerKind::Defaults,
+        LayerKind::State,
+        LayerKind::Drive,
+        LayerKind::Cmdline,
+    ];
+
+    /// The name `corral config export --layer` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Defaults => "defaults",
+            LayerKind::State => "state",
+            LayerKind::Drive => "drive",
+            LayerKind::Cmdline => "cmdline",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One document of the stack, checked for syntax, unknown keys, types and
+/// values. Rules that span keys (an interface needs `dhcp` or `addresses`)
+/// are checked on the merged result: a layer may set just an MTU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub kind: LayerKind,
+    /// Names it in errors: a file path, "kernel command line".
+    pub origin: String,
+    pub text: String,
+    table: Table,
+}
+
+impl Layer {
+    pub fn parse(kind: LayerKind, origin: &str, text: &str) -> Result<Self, ConfigError> {
+        Config::deserialize_text(text, origin)?;
+        let table = text.parse::<Table>().map_err(|e| {
+            ConfigError::from(Diagnostic {
+                origin: origin.to_owned(),
+                line: None,
+                column: None,
+                key: None,
+                message: e.to_string(),
+            })
+        })?;
+        Ok(Self {
+            kind,
+            origin: origin.to_owned(),
+            text: text.to_owned(),
+            table,
+        })
+    }
+
+    /// A layer made from values (the command line, an edit): checked the
+    /// same way, with the TOML written out as its text.
+    pub fn from_table(kind: LayerKind, origin: &str, table: Table) -> Result<Self, ConfigError> {
+        let text = render(&table, origin)?;
+        Self::parse(kind, origin, &text)
+    }
+
+    pub fn empty(kind: LayerKind, origin: &str) -> Self {
+        Self {
+            kind,
+            origin: origin.to_owned(),
+            text: String::new(),
+            table: Table::new(),
+        }
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+fn render(table: &Table, origin: &str) -> Result<String, ConfigError> {
+    toml::to_string(table).map_err(|e| {
+        ConfigError::from(Diagnostic {
+            origin: origin.to_owned(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot write TOML: {e}"),
+        })
+    })
+}
+
+/// The layers merged: the config the system runs with.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub config: Config,
+    pub table: Table,
+    pub text: String,
+}
+
+/// Merges the layers in order and checks the result as a whole. A rule
+/// broken by the result is blamed on the highest layer that sets the key,
+/// at its line, or on "the merged config" when no layer sets it.
+pub fn merge(layers: &[Layer]) -> Result<Merged, ConfigError> {
+    let mut table = Table::new();
+    for l in layers {
+        merge_tables(&mut table, l.table.clone());
+    }
+    let text = render(&table, "the merged config")?;
+    let (config, _) = Config::deserialize_text(&text, "the merged config")?;
+    if let Err((key, message)) = config.validate() {
+        let blamed = layers
+            .iter()
+            .rev()
+            .find(|l| get(&l.table, &split_key(&key)).is_some());
+        return Err(match blamed {
+            Some(l) => match DeTable::parse(&l.text) {
+                Ok(spanned) => Diagnostic::at_key(&l.text, &l.origin, &spanned, &key, message),
+                Err(_) => Diagnostic::keyed(&l.origin, &key, message),
+            },
+            None => Diagnostic::keyed("the merged config", &key, message),
+        }
+        .into());
+    }
+    Ok(Merged {
+        config,
+        table,
+        text,
+    })
+}
+
+pub(crate) fn merge_tables(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge_tables(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Splits a dotted key path as `corral config` and the kernel command line
+/// take it: `network.interfaces.eth0.mtu`, with `"..."` around a part that
+/// contains dots. Under `sysctl` the rest is one kernel parameter name, so
+/// `sysctl.net.ipv4.ip_forward` needs no quotes. An `[n]` index on a
+/// part is dropped (a list is set as a whole).
+pub fn parse_key(key: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => {
+                parts.push(std::mem::take(&mut current));
+                was_quoted = false;
+            }
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("key {key:?} has an unclosed quote"));
+    }
+    if !current.is_empty() || was_quoted {
+        parts.push(current);
+    } else {
+        parts.push(String::new());
+    }
+    if parts.iter().any(String::is_empty) {
+        return Err(format!(
+            "key {key:?} has an empty part (e.g. network.interfaces.eth0.mtu)"
+        ));
+    }
+    if parts.first().map(String::as_str) == Some("sysctl") && parts.len() > 2 {
+        let name = parts.split_off(1).join(".");
+        parts.push(name);
+    }
+    Ok(parts)
+}
+
+/// Like [`parse_key`], for keys this crate produced itself (error paths):
+/// never fails, strips list indexes.
+pub(crate) fn split_key(key: &str) -> Vec<String> {
+    let parts = parse_key(key).unwrap_or_else(|_| vec![key.to_owned()]);
+    parts
+        .into_iter()
+        .map(|p| match p.find('[') {
+            Some(i) if p.ends_with(']') => p.get(..i).unwrap_or(&p).to_owned(),
+            _ => p,
+        })
+        .collect()
+}
+
+/// Writes a key path back as text, quoting parts that need it.
+pub fn join_key(parts: &[String]) -> String {
+    let sysctl = parts.first().map(String::as_str) == Some("sysctl");
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let bare = !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if bare || (sysctl && i == 1) {
+                p.clone()
+            } else {
+                format!("{p:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The value at a key path.
+pub fn get<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for p in parents {
+        t = t.get(p)?.as_table()?;
+    }
+    t.get(last)
+}
+
+/// Sets the value at a key path, creating the tables on the way.
+pub fn set(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("an empty key".into());
+    };
+    let mut t = table;
+    for (n, p) in parents.iter().enumerate() {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        t = match entry {
+            Value::Table(inner) => inner,
+            other => {
+                return Err(format!(
+                    "{} is a {}, not a table",
+                    join_key(path.get(..=n).unwrap_or(path)),
+                    other.type_str()
+                ))
+            }
+        };
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Removes the value at a key path, and tables left empty by that.
+/// Returns whether there was a value.
+pub fn unset(table: &mut Table, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => {
+            let Some(Value::Table(inner)) = table.get_mut(first) else {
+                return false;
+            };
+            let removed = unset(inner, rest);
+            if removed && inner.is_empty() {
+                table.remove(first);
+            }
+            removed
+        }
+    }
+}
+
+/// Every value by its dotted key (lists are values, tables are walked).
+pub fn flatten(table: &Table) -> BTreeMap<String, Value> {
+    fn walk(t: &Table, prefix: &mut Vec<String>, out: &mut BTreeMap<String, Value>) {
+        for (k, v) in t {
+            prefix.push(k.clone());
+            match v {
+                Value::Table(inner) if !inner.is_empty() => walk(inner, prefix, out),
+                v => {
+                    out.insert(join_key(prefix), v.clone());
+                }
+            }
+            prefix.pop();
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(table, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The values a piece of text given on a command line could mean, most
+/// likely first: as TOML (`1400`, `true`, `["a", "b"]`), as a string, and
+/// as a comma-separated list of strings (the kernel command line cannot
+/// easily carry quotes).
+pub fn candidates(raw: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Ok(t) = format!("v = {raw}").parse::<Table>() {
+        if let Some(v) = t.get("v") {
+            out.push(v.clone());
+        }
+    }
+    let as_string = Value::String(raw.to_owned());
+    if !out.contains(&as_string) {
+        out.push(as_string);
+    }
+    let list = Value::Array(
+        raw.split(',')
+            .map(|s| Value::String(s.trim().to_owned()))
+            .collect(),
+    );
+    if !out.contains(&list) {
+        out.push(list);
+    }
+    out
+}
+
+/// Sets `key` to the value `raw` means in `layer` (which sits at its place
+/// in `stack`, lowest first), trying each of [`candidates`] until the whole
+/// stack is valid. The error, if none fits, is the most telling one: a
+/// reason about the value rather than "invalid type".
+pub fn set_in_stack(
+    stack: &[Layer],
+    index: usize,
+    key: &str,
+    raw: &str,
+) -> Result<Layer, ConfigError> {
+    let path = parse_key(key).map_err(|m| Diagnostic::keyed("command line", key, m))?;
+    let layer = stack
+        .get(index)
+        .ok_or_else(|| Diagnostic::keyed("command line", key, "no such layer".into()))?;
+    let mut errors = Vec::new();
+    for value in candidates(raw) {
+        let mut table = layer.table.clone();
+        set(&mut table, &path, value).map_err(|m| Diagnostic::keyed(&layer.origin, key, m))?;
+        let result = Layer::from_table(layer.kind, &layer.origin, table).and_then(|new| {
+            let mut trial = stack.to_vec();
+            if let Some(slot) = trial.get_mut(index) {
+                *slot = new.clone();
+            }
+            merge(&trial).map(|_| new)
+        });
+        match result {
+            Ok(new) => return Ok(new),
+            Err(e) => errors.push(e),
+        }
+    }
+    let telling = errors
+        .iter()
+        .position(|e| !e.to_string().contains("invalid type"))
+        .unwrap_or(0);
+    Err(errors.swap_remove(telling.min(errors.len().saturating_sub(1))))
+}
+
+/// Removes `key` from `layer` at `index`, checking that the stack is
+/// still valid without it. Unsetting a key the layer does not set is an
+/// error that says which layer sets it, if any.
+pub fn unset_in_stack(stack: &[Layer], index: usize, key: &str) -> Result<Layer, ConfigError> {
+    let path = parse_key(key).map_err(|m| Diagnostic::keyed("command line", key, m))?;
+    let layer = stack
+        .get(index)
+        .ok_or_else(|| Diagnostic::keyed("command line", key, "no such layer".into()))?;
+    let mut table = layer.table.clone();
+    if !unset(&mut table, &path) {
+        let elsewhere: Vec<&str> = stack
+            .iter()
+            .filter(|l| get(&l.table, &path).is_some())
+            .map(|l| l.kind.name())
+            .collect();
+        let message = if elsewhere.is_empty() {
+            "is not set".to_owned()
+        } else {
+            format!(
+                "is not set in the {} layer (it comes from: {})",
+                layer.kind,
+                elsewhere.join(", ")
+            )
+        };
+        return Err(Diagnostic::keyed(&layer.origin, key, message).into());
+    }
+    let new = Layer::from_table(layer.kind, &layer.origin, table)?;
+    let mut trial = stack.to_vec();
+    if let Some(slot) = trial.get_mut(index) {
+        *slot = new.clone();
+    }
+    merge(&trial)?;
+    Ok(new)
+}
+
+/// The kernel command line's `corral.<key>=<value>` settings as a layer
+/// over `below`. Each parameter is tried on its own, so one mistake costs
+/// only that parameter: it is named in the returned warnings and skipped.
+/// A bare `corral.<key>` means `true`.
+pub fn cmdline_layer(params: &[(String, Option<String>)], below: &[Layer]) -> (Layer, Vec<String>) {
+    const ORIGIN: &str = "kernel command line";
+    let mut stack = below.to_vec();
+    stack.push(Layer::empty(LayerKind::Cmdline, ORIGIN));
+    let index = stack.len() - 1;
+    let mut warnings = Vec::new();
+    for (key, value) in params {
+        let raw = value.as_deref().unwrap_or("true");
+        match set_in_stack(&stack, index, key, raw) {
+            Ok(layer) => {
+                if let Some(slot) = stack.get_mut(index) {
+                    *slot = layer;
+                }
+            }
+            Err(ConfigError::Invalid(d)) => warnings.push(format!(
+                "corral.{key}={raw}: {}; ignored",
+                if d.key.as_deref() == Some(key.as_str()) {
+                    d.message.clone()
+                } else {
+                    d.message_with_key()
+                }
+            )),
+            Err(e) => warnings.push(format!("corral.{key}={raw}: {e}; ignored")),
+        }
+    }
+    let layer = stack
+        .pop()
+        .unwrap_or_else(|| Layer::empty(LayerKind::Cmdline, ORIGIN));
+    (layer, warnings)
+}
+
+/// Which layer gives each key of the merged config its value.
+pub fn provenance(layers: &[Layer]) -> BTreeMap<String, LayerKind> {
+    let mut out = BTreeMap::new();
+    for l in layers {
+        for key in flatten(&l.table).into_keys() {
+            out.insert(key, l.kind);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(kind: LayerKind, text: &str) -> Layer {
+        Layer::parse(kind, kind.name(), text).unwrap()
+    }
+
+    fn parts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn later_layers_win_key_by_key() {
+        let stack = [
+            layer(
+                LayerKind::Defaults,
+                "hostname = \"a\"\n[syslog]\nkeep = 5\n[network.interfaces.eth0]\ndhcp = true\n",
+            ),
+            layer(LayerKind::State, "hostname = \"b\"\n[syslog]\nkeep = 2\n"),
+            layer(LayerKind::Drive, "hostname = \"c\"\n"),
+            layer(
+                LayerKind::Cmdline,
+                "[network.interfaces.eth0]\nmtu = 1400\n",
+            ),
+        ];
+        let m = merge(&stack).unwrap();
+        assert_eq!(m.config.hostname.unwrap().as_str(), "c");
+        assert_eq!(m.config.syslog.keep, 2);
+        let eth0 = &m.config.network.interfaces["eth0"];
+        assert!(eth0.dhcp, "kept from the defaults");
+        assert_eq!(eth0.mtu, Some(1400), "added by the command line");
+        let p = provenance(&stack);
+        assert_eq!(p["hostname"], LayerKind::Drive);
+        assert_eq!(p["syslog.keep"], LayerKind::State);
+        assert_eq!(p["network.interfaces.eth0.mtu"], LayerKind::Cmdline);
+    }
+
+    #[test]
+    fn a_layer_may_set_part_of_a_rule_but_the_result_must_hold() {
+        // An MTU alone is a fine layer when eth0 has dhcp below it...
+        layer(LayerKind::State, "[network.interfaces.eth1]\nmtu = 1400\n");
+        // ...but on its own the merged result is refused, blamed on the
+        // layer and line that set it.
+        let stack = [
+            layer(LayerKind::Defaults, ""),
+            layer(
+                LayerKind::State,
+                "\n[network.interfaces.eth1]\nmtu = 1400\n",
+            ),
+        ];
+        let Err(ConfigError::Invalid(d)) = merge(&stack) else {
+            panic!("accepted")
+        };
+        assert_eq!(d.origin, "state");
+        assert_eq!(d.key.as_deref(), Some("network.interfaces.eth1"));
+        assert_eq!(d.line, Some(2), "{d}");
+        assert!(d.message.contains("dhcp = true or addresses"), "{d}");
+    }
+
+    #[test]
+    fn a_layer_with_a_wrong_type_names_its_own_line() {
+        let Err(ConfigError::Invalid(d)) =
+            Layer::parse(LayerKind::State, "disk.toml", "\n[init]\ntty = 1\n")
+        else {
+            panic!("accepted")
+        };
+        assert_eq!((d.origin.as_str(), d.line), ("disk.toml", Some(3)));
+        assert_eq!(d.key.as_deref(), Some("init.tty"));
+    }
+
+    #[test]
+    fn keys_parse_with_quotes_and_sysctl_names() {
+        assert_eq!(
+            parse_key("network.interfaces.eth0.mtu").unwrap(),
+            parts(&["network", "interfaces", "eth0", "mtu"])
+        );
+        assert_eq!(
+            parse_key("sysctl.net.ipv4.ip_forward").unwrap(),
+            parts(&["sysctl", "net.ipv4.ip_forward"])
+        );
+        assert_eq!(
+            parse_key("sysctl.\"vm.swappiness\"").unwrap(),
+            parts(&["sysctl", "vm.swappiness"])
+        );
+        assert_eq!(
+            parse_key("network.interfaces.\"eth0.100\".dhcp").unwrap(),
+            parts(&["network", "interfaces", "eth0.100", "dhcp"])
+        );
+        assert!(parse_key("a..b").unwrap_err().contains("empty part"));
+        assert!(parse_key("").unwrap_err().contains("empty part"));
+        assert!(parse_key("a.\"b").unwrap_err().contains("unclosed quote"));
+        assert_eq!(
+            join_key(&parts(&["network", "interfaces", "eth0.100", "dhcp"])),
+            "network.interfaces.\"eth0.100\".dhcp"
+        );
+        assert_eq!(
+            join_key(&parts(&["sysctl", "vm.swappiness"])),
+            "sysctl.vm.swappiness"
+        );
+    }
+
+    #[test]
+    fn set_get_unset_and_flatten() {
+        let mut t = Table::new();
+        set(&mut t, &parts(&["a", "b", "c"]), Value::Integer(1)).unwrap();
+        set(&mut t, &parts(&["a", "d"]), Value::Boolean(true)).unwrap();
+        assert_eq!(get(&t, &parts(&["a", "b", "c"])), Some(&Value::Integer(1)));
+        let e = set(&mut t, &parts(&["a", "d", "x"]), Value::Integer(2)).unwrap_err();
+        assert_eq!(e, "a.d is a boolean, not a table");
+        let flat = flatten(&t);
+        assert_eq!(flat.keys().collect::<Vec<_>>(), ["a.b.c", "a.d"]);
+        assert!(unset(&mut t, &parts(&["a", "b", "c"])));
+        assert!(get(&t, &parts(&["a", "b"])).is_none(), "empty table pruned");
+        assert!(!unset(&mut t, &parts(&["a", "b", "c"])));
+        assert!(unset(&mut t, &parts(&["a", "d"])));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn set_finds_the_type_the_key_wants() {
+        let stack = [
+            layer(
+                LayerKind::Defaults,
+                "[network.interfaces.eth0]\ndhcp = true\n",
+            ),
+            Layer::empty(LayerKind::State, "state"),
+        ];
+        let with = |key: &str, raw: &str| set_in_stack(&stack, 1, key, raw);
+        let l = with("hostname", "1234").unwrap();
+        assert_eq!(
+            l.text.trim(),
+            "hostname = \"1234\"",
+            "a string, not a number"
+        );
+        let l = with("syslog.keep", "3").unwrap();
+        assert_eq!(l.text.trim(), "[syslog]\nkeep = 3");
+        let l = with("network.interfaces.eth0.mtu", "1400").unwrap();
+        assert!(l.text.contains("mtu = 1400"), "{}", l.text);
+        let l = with("network.dns.nameservers", "1.1.1.1,9.9.9.9").unwrap();
+        assert!(
+            l.text.contains("nameservers = [\"1.1.1.1\", \"9.9.9.9\"]"),
+            "{}",
+            l.text
+        );
+        let l = with("ssh.authorized-keys", "ssh-ed25519 AAAAC3Nza me@x").unwrap();
+        assert!(
+            l.text.contains("authorized-keys = [\"ssh-ed25519"),
+            "{}",
+            l.text
+        );
+        let l = with("sysctl.vm.swappiness", "10").unwrap();
+        assert!(l.text.contains("\"vm.swappiness\" = 10"), "{}", l.text);
+        let l = with("console.autologin", "false").unwrap();
+        assert!(l.text.contains("autologin = false"), "{}", l.text);
+    }
+
+    #[test]
+    fn set_refuses_bad_values_with_the_reason_about_the_value() {
+        let stack = [
+            layer(LayerKind::Defaults, ""),
+            Layer::empty(LayerKind::State, "/var/lib/corral/config.toml"),
+        ];
+        let err = |key: &str, raw: &str| match set_in_stack(&stack, 1, key, raw) {
+            Err(ConfigError::Invalid(d)) => *d,
+            other => panic!("{key}={raw}: expected an error, got {other:?}"),
+        };
+        let d = err("hostname", "bad_name");
+        assert_eq!(d.key.as_deref(), Some("hostname"));
+        assert!(d.message.contains("contains '_'"), "{d}");
+        let d = err("syslog.keep", "1000");
+        assert!(d.message.contains("not between 1 and 100"), "{d}");
+        let d = err("syslog.keep", "two");
+        assert!(d.message.contains("invalid type"), "{d}");
+        let d = err("hostnme", "x");
+        assert!(d.message.contains("unknown field `hostnme`"), "{d}");
+        let d = err("network.interfaces.eth0.mtu", "1400");
+        assert!(d.message.contains("dhcp = true or addresses"), "{d}");
+        let d = err("ssh.authorized-keys", "id_ed25519");
+        assert!(d.message.contains("not a public key line"), "{d}");
+        let d = err("hostname.x", "a");
+        assert!(d.to_string().contains("invalid type"), "{d}");
+    }
+
+    #[test]
+    fn unset_says_where_a_key_comes_from() {
+        let stack = [
+            layer(LayerKind::Defaults, "hostname = \"a\"\n"),
+            layer(LayerKind::State, "[syslog]\nkeep = 2\n"),
+        ];
+        let l = unset_in_stack(&stack, 1, "syslog.keep").unwrap();
+        assert!(l.is_empty(), "{}", l.text);
+        let e = unset_in_stack(&stack, 1, "hostname")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("comes from: defaults"), "{e}");
+        let e = unset_in_stack(&stack, 1, "syslog.remote")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not set"), "{e}");
+    }
+
+    #[test]
+    fn command_line_parameters_become_a_layer_and_bad_ones_are_skipped() {
+        let below = [layer(
+            LayerKind::Defaults,
+            "[network.interfaces.eth0]\ndhcp = true\n",
+        )];
+        let params: Vec<(String, Option<String>)> = [
+            ("hostname", Some("from-cmdline")),
+            ("syslog.keep", Some("3")),
+            ("syslog.max-size", Some("huge")),
+            ("network.interfaces.eth0.mtu", Some("9000")),
+            ("console.autologin", None),
+            ("sysctl.vm.swappiness", Some("5")),
+            ("nosuch", Some("1")),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+        .collect();
+        let (l, warnings) = cmdline_layer(&params, &below);
+        let mut stack = below.to_vec();
+        stack.push(l);
+        let c = merge(&stack).unwrap().config;
+        assert_eq!(c.hostname.unwrap().as_str(), "from-cmdline");
+        assert_eq!(c.syslog.keep, 3);
+        assert_eq!(c.network.interfaces["eth0"].mtu, Some(9000));
+        assert!(c.console.autologin);
+        assert_eq!(c.sysctl.len(), 1);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("corral.syslog.max-size=huge: invalid size \"huge\""),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("unknown field `nosuch`"),
+            "{warnings:?}"
+        );
+    }
+}

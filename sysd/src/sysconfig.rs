@@ -1,0 +1,412 @@
+//! Changing the system config while the machine runs (`corral config set`,
+//! `unset`, `edit`): the system engine is the one writer. It edits the
+//! state disk's layer, checks the whole stack of layers, writes the file
+//! atomically (keeping the previous version), republishes
+//! /run/corral/config, and applies what can be applied live.
+//!
+//! Live: the hostname, sysctls, SSH keys (read at every login), enabling,
+//! disabling or redefining services, and the settings the network, syslog
+//! and console services read at start (those services are restarted).
+//! Everything else — `[init]`, `[state]`, unsetting the hostname or a
+//! sysctl — is reported as taking effect at the next boot.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use corral_config::layers::{self, Layer, LayerKind};
+use corral_config::service::{self, ServiceName};
+use corral_config::{fsutil, Config, ConfigError, DEFAULT_PATH, PERSISTED_PATH, RUN_DIR};
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+
+/// One change, as the CLI sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Change {
+    Set {
+        key: String,
+        value: String,
+    },
+    Unset {
+        key: String,
+    },
+    /// The whole state layer (`corral config edit`), refused if the file
+    /// is no longer `expect` (someone else changed it meanwhile).
+    Replace {
+        text: String,
+        expect: String,
+    },
+}
+
+/// What a change did, for the CLI to print.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Report {
+    pub unchanged: bool,
+    pub applied: Vec<String>,
+    pub next_boot: Vec<String>,
+    /// Keys a higher layer (config drive, kernel command line) overrides.
+    pub overridden: Vec<String>,
+    pub errors: Vec<String>,
+    /// The file is on the state disk (not RAM).
+    pub persistent: bool,
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+pub struct Manager {
+    engine: Arc<Engine>,
+    /// One change at a time, start to finish (file and live state).
+    lock: tokio::sync::Mutex<()>,
+}
+
+static MANAGER: OnceLock<Manager> = OnceLock::new();
+
+/// Makes the config API available (system role only).
+pub fn install(engine: Arc<Engine>) {
+    let _ = MANAGER.set(Manager {
+        engine,
+        lock: tokio::sync::Mutex::new(()),
+    });
+}
+
+pub fn manager() -> Option<&'static Manager> {
+    MANAGER.get()
+}
+
+fn read_layer(kind: LayerKind, path: &Path) -> Option<Layer> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match Layer::parse(kind, &path.display().to_string(), &text) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("{e}; leaving the {kind} layer out");
+            None
+        }
+    }
+}
+
+/// The saved config as it is on disk now.
+pub fn saved_text() -> Result<String, ChangeError> {
+    match std::fs::read_to_string(PERSISTED_PATH) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(ChangeError::Io(format!(
+            "cannot read {PERSISTED_PATH}: {e}"
+        ))),
+    }
+}
+
+/// The layers as init published them, with the state layer read from
+/// the disk. Returns the stack and the index of the state layer.
+fn stack(saved: &str) -> Result<(Vec<Layer>, usize), ChangeError> {
+    let run = Path::new(RUN_DIR);
+    let defaults = read_layer(LayerKind::Defaults, &run.join("defaults.toml"))
+        .or_else(|| read_layer(LayerKind::Defaults, Path::new(DEFAULT_PATH)));
+    let mut stack: Vec<Layer> = defaults.into_iter().collect();
+    let state = Layer::parse(LayerKind::State, PERSISTED_PATH, saved).map_err(|e| {
+        ChangeError::Conflict(format!(
+            "the saved config does not parse ({e}); repair it with `corral config edit`"
+        ))
+    })?;
+    stack.push(state);
+    let index = stack.len() - 1;
+    for kind in [LayerKind::Drive, LayerKind::Cmdline] {
+        if let Some(l) = read_layer(kind, &run.join(format!("{}.toml", kind.name()))) {
+            stack.push(l);
+        }
+    }
+    Ok((stack, index))
+}
+
+impl Manager {
+    pub async fn change(&self, change: Change) -> Result<Report, ChangeError> {
+        let _guard = self.lock.lock().await;
+        let saved = saved_text()?;
+        let (stack, index) = match (&change, stack(&saved)) {
+            // An edit may repair a file that no longer parses.
+            (Change::Replace { .. }, Err(ChangeError::Conflict(_))) => {
+                let (mut s, i) = stack("")?;
+                if let Some(slot) = s.get_mut(i) {
+                    *slot = Layer::empty(LayerKind::State, PERSISTED_PATH);
+                }
+                (s, i)
+            }
+            (_, r) => r?,
+        };
+        let old = layers::merge(&stack)?.config;
+        let (new_layer, keys) = match &change {
+            Change::Set { key, value } => (
+                layers::set_in_stack(&stack, index, key, value)?,
+                vec![key.clone()],
+            ),
+            Change::Unset { key } => (
+                layers::unset_in_stack(&stack, index, key)?,
+                vec![key.clone()],
+            ),
+            Change::Replace { text, expect } => {
+                if *expect != saved {
+                    return Err(ChangeError::Conflict(format!(
+                        "{PERSISTED_PATH} changed while you were editing it; nothing was saved (run the command again)"
+                    )));
+                }
+                let layer = Layer::parse(LayerKind::State, PERSISTED_PATH, text)?;
+                let mut trial = stack.clone();
+                if let Some(slot) = trial.get_mut(index) {
+                    *slot = layer.clone();
+                }
+                layers::merge(&trial)?;
+                let changed: Vec<String> = {
+                    let before = layers::flatten(
+                        stack.get(index).map_or(&toml::Table::new(), |l| l.table()),
+                    );
+                    let after = layers::flatten(layer.table());
+                    before
+                        .keys()
+                        .chain(after.keys())
+                        .filter(|k| before.get(*k) != after.get(*k))
+                        .cloned()
+                        .collect()
+                };
+                (layer, changed)
+            }
+        };
+        let mut report = Report {
+            persistent: std::fs::read_to_string(corral_config::STATE_STATUS_PATH)
+                .is_ok_and(|s| s.starts_with("state disk")),
+            ..Default::default()
+        };
+        if new_layer.text == saved {
+            report.unchanged = true;
+            return Ok(report);
+        }
+        let mut new_stack = stack.clone();
+        if let Some(slot) = new_stack.get_mut(index) {
+            *slot = new_layer.clone();
+        }
+        let merged = layers::merge(&new_stack)?;
+        // A kernel parameter this kernel does not have would fail at every
+        // boot: refuse it now, while the user is looking.
+        for key in merged.config.sysctl.keys() {
+            let path = key.proc_path();
+            if !old.sysctl.contains_key(key) && !path.exists() {
+                return Err(ChangeError::Invalid(
+                    corral_config::Diagnostic::keyed(
+                        PERSISTED_PATH,
+                        &format!("sysctl.{key}"),
+                        format!(
+                            "this kernel has no such parameter ({} does not exist)",
+                            path.display()
+                        ),
+                    )
+                    .into(),
+                ));
+            }
+        }
+        fsutil::write_atomic(
+            Path::new(PERSISTED_PATH),
+            new_layer.text.as_bytes(),
+            0o600,
+            true,
+        )
+        .map_err(|e| ChangeError::Io(format!("cannot write {PERSISTED_PATH}: {e}")))?;
+        info!("config: {PERSISTED_PATH} changed ({})", keys.join(", "));
+        publish(&new_layer, &merged.text, &mut report);
+        for key in &keys {
+            let Ok(path) = layers::parse_key(key) else {
+                continue;
+            };
+            for higher in new_stack.iter().skip(index + 1) {
+                if layers::get(higher.table(), &path).is_some() {
+                    report.overridden.push(format!(
+                        "{key} is also set by the {} layer ({}), which wins",
+                        higher.kind, higher.origin
+                    ));
+                }
+            }
+        }
+        apply(&self.engine, &old, &merged.config, &mut report).await;
+        Ok(report)
+    }
+}
+
+fn publish(state: &Layer, effective: &str, report: &mut Report) {
+    let run = Path::new(RUN_DIR);
+    for (name, text) in [
+        ("state.toml", state.text.as_str()),
+        ("effective.toml", effective),
+    ] {
+        let path = run.join(name);
+        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes(), 0o644, false) {
+            report
+                .errors
+                .push(format!("cannot update {}: {e}", path.display()));
+        }
+    }
+}
+
+/// The service that reads each table at start, restarted when it changes.
+const READERS: &[(&str, &str)] = &[
+    ("network", "network"),
+    ("syslog", "syslog"),
+    ("console", "console"),
+];
+
+async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Report) {
+    if old.hostname != new.hostname {
+        match &new.hostname {
+            Some(h) => match nix::unistd::sethostname(h.as_str()) {
+                Ok(()) => report.applied.push(format!("hostname: now {h}")),
+                Err(e) => report.errors.push(format!("hostname {h}: {e}")),
+            },
+            None => report.next_boot.push(
+                "hostname: unset; the machine keeps its current name until the next boot".into(),
+            ),
+        }
+    }
+    for (key, value) in &new.sysctl {
+        if old.sysctl.get(key) != Some(value) {
+            match corral_config::system::write_sysctl(key, value) {
+                Ok(()) => report.applied.push(format!("sysctl {key} = {value}")),
+                Err(e) => report.errors.push(e),
+            }
+        }
+    }
+    for key in old.sysctl.keys().filter(|k| !new.sysctl.contains_key(*k)) {
+        report.next_boot.push(format!(
+            "sysctl {key}: no longer set; its current value stays until the next boot"
+        ));
+    }
+    if old.ssh != new.ssh {
+        report
+            .applied
+            .push("ssh: the keys are read at every login".into());
+    }
+    let mut recreated = Vec::new();
+    if old.services != new.services {
+        recreated = apply_services(engine, old, new, report).await;
+    }
+    for (table, service) in READERS {
+        let changed = match *table {
+            "network" => old.network != new.network,
+            "syslog" => old.syslog != new.syslog,
+            _ => old.console != new.console,
+        };
+        if !changed || recreated.iter().any(|s| s.as_str() == *service) {
+            continue;
+        }
+        match engine.by_name(service) {
+            Some((id, true, ..)) => match engine.restart(&id, None).await {
+                Ok(()) => report.applied.push(format!(
+                    "{table}: the {service} service was restarted to read it"
+                )),
+                Err(e) => report.errors.push(format!("restarting {service}: {e}")),
+            },
+            _ => report.applied.push(format!(
+                "{table}: saved; the {service} service is not running, it reads it when it starts"
+            )),
+        }
+    }
+    if old.init != new.init {
+        report
+            .next_boot
+            .push("init: takes effect at the next boot".into());
+    }
+    if old.state != new.state {
+        report
+            .next_boot
+            .push("state: takes effect at the next boot".into());
+    }
+}
+
+/// Stops the services that are now disabled or gone, then starts or
+/// recreates the rest (a service whose definition did not change is left
+/// alone). Returns the services started or recreated.
+async fn apply_services(
+    engine: &Arc<Engine>,
+    old: &Config,
+    new: &Config,
+    report: &mut Report,
+) -> Vec<ServiceName> {
+    let old_all = service::merged(&old.services);
+    let new_all = service::merged(&new.services);
+    for (name, def) in &old_all {
+        let gone = new_all.get(name).is_none_or(|d| !d.is_enabled());
+        if !def.is_enabled() || !gone {
+            continue;
+        }
+        if let Some((id, ..)) = engine.by_name(name.as_str()) {
+            match engine.remove(&id, true).await {
+                Ok(()) => report.applied.push(format!("services.{name}: stopped")),
+                Err(e) => report.errors.push(format!("stopping {name}: {e}")),
+            }
+        }
+    }
+    let plan = match crate::services::plan(engine, &new_all) {
+        Ok(p) => p,
+        Err(e) => {
+            report.errors.push(format!("services: {e}"));
+            return Vec::new();
+        }
+    };
+    let before: Vec<(ServiceName, Option<String>)> = plan
+        .order
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                engine.by_name(n.as_str()).filter(|c| c.1).map(|c| c.0),
+            )
+        })
+        .collect();
+    crate::services::start(engine, &plan).await;
+    let mut changed = Vec::new();
+    for (name, old_id) in before {
+        let now = engine.by_name(name.as_str()).filter(|c| c.1).map(|c| c.0);
+        if now.is_some() && now != old_id {
+            report.applied.push(format!(
+                "services.{name}: {}",
+                if old_id.is_some() {
+                    "recreated with its new definition"
+                } else {
+                    "started"
+                }
+            ));
+            changed.push(name);
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_travel_as_tagged_json() {
+        let c = Change::Set {
+            key: "hostname".into(),
+            value: "a".into(),
+        };
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(j, r#"{"op":"set","key":"hostname","value":"a"}"#);
+        assert_eq!(serde_json::from_str::<Change>(&j).unwrap(), c);
+        let r: Change = serde_json::from_str(r#"{"op":"unset","key":"syslog.keep"}"#).unwrap();
+        assert_eq!(
+            r,
+            Change::Unset {
+                key: "syslog.keep".into()
+            }
+        );
+    }
+}
