@@ -15,6 +15,20 @@ pub fn previous_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Removes the temporary files [`write_atomic`] leaves in `dir` when the
+/// power goes in the middle of a write (at boot, before anything writes).
+pub fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && (name.contains(".tmp.") || name.contains(".prev.")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Atomically replaces `path` with `data` (mode `mode` for a new file).
 /// With `keep_previous`, the content it replaces stays available as
 /// [`previous_path`], itself swapped in atomically: at every moment
@@ -94,6 +108,23 @@ mod tests {
         assert!(write_atomic(&blocked, b"new", 0o644, false).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn temporaries_of_an_interrupted_write_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        write_atomic(&path, b"kept", 0o644, false).unwrap();
+        std::fs::write(dir.path().join(".config.toml.tmp.123"), b"half").unwrap();
+        std::fs::write(dir.path().join(".config.toml.prev.123"), b"old").unwrap();
+        std::fs::write(dir.path().join(".hidden"), b"not ours").unwrap();
+        remove_temporaries(dir.path());
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".hidden", "config.toml"]);
     }
 
     #[test]

@@ -87,13 +87,6 @@ impl Layer {
         })
     }
 
-    /// A layer made from values (the command line, an edit): checked the
-    /// same way, with the TOML written out as its text.
-    pub fn from_table(kind: LayerKind, origin: &str, table: Table) -> Result<Self, ConfigError> {
-        let text = render(&table, origin)?;
-        Self::parse(kind, origin, &text)
-    }
-
     pub fn empty(kind: LayerKind, origin: &str) -> Self {
         Self {
             kind,
@@ -177,8 +170,8 @@ pub(crate) fn merge_tables(base: &mut Table, over: Table) {
 /// Splits a dotted key path as `corral config` and the kernel command line
 /// take it: `network.interfaces.eth0.mtu`, with `"..."` around a part that
 /// contains dots. Under `sysctl` the rest is one kernel parameter name, so
-/// `sysctl.net.ipv4.ip_forward` needs no quotes. An `[n]` index on a
-/// part is dropped (a list is set as a whole).
+/// `sysctl.net.ipv4.ip_forward` needs no quotes. Lists are set as a whole:
+/// an index (`addresses[0]`) is refused with a message saying so.
 pub fn parse_key(key: &str) -> Result<Vec<String>, String> {
     let mut parts = Vec::new();
     let mut current = String::new();
@@ -191,7 +184,7 @@ pub fn parse_key(key: &str) -> Result<Vec<String>, String> {
                 was_quoted = true;
             }
             '.' if !quoted => {
-                parts.push(std::mem::take(&mut current));
+                parts.push((std::mem::take(&mut current), was_quoted));
                 was_quoted = false;
             }
             c => current.push(c),
@@ -200,34 +193,47 @@ pub fn parse_key(key: &str) -> Result<Vec<String>, String> {
     if quoted {
         return Err(format!("key {key:?} has an unclosed quote"));
     }
-    if !current.is_empty() || was_quoted {
-        parts.push(current);
-    } else {
-        parts.push(String::new());
-    }
-    if parts.iter().any(String::is_empty) {
+    parts.push((current, was_quoted));
+    if parts.iter().any(|(p, q)| p.is_empty() && !q) {
         return Err(format!(
             "key {key:?} has an empty part (e.g. network.interfaces.eth0.mtu)"
         ));
     }
-    if parts.first().map(String::as_str) == Some("sysctl") && parts.len() > 2 {
+    let sysctl = parts.first().is_some_and(|(p, _)| p == "sysctl");
+    if !sysctl {
+        if let Some((p, _)) = parts.iter().find(|(p, q)| !q && p.contains('[')) {
+            let list = p.split('[').next().unwrap_or(p);
+            return Err(format!(
+                "{key}: a list is set and unset as a whole (the key is ...{list}, the value a list)"
+            ));
+        }
+    }
+    let mut parts: Vec<String> = parts.into_iter().map(|(p, _)| p).collect();
+    if sysctl && parts.len() > 2 {
         let name = parts.split_off(1).join(".");
         parts.push(name);
     }
     Ok(parts)
 }
 
-/// Like [`parse_key`], for keys this crate produced itself (error paths):
-/// never fails, strips list indexes.
+/// Like [`parse_key`], for keys this crate produced itself (error paths
+/// such as `ssh.authorized-keys[0]`): never fails, drops list indexes.
 pub(crate) fn split_key(key: &str) -> Vec<String> {
-    let parts = parse_key(key).unwrap_or_else(|_| vec![key.to_owned()]);
-    parts
-        .into_iter()
-        .map(|p| match p.find('[') {
-            Some(i) if p.ends_with(']') => p.get(..i).unwrap_or(&p).to_owned(),
-            _ => p,
-        })
-        .collect()
+    let stripped: String = {
+        // Indexes only ever end a part: `a.b[0]` or `a.b[0].c`.
+        let mut out = String::new();
+        let mut depth = 0;
+        for c in key.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    parse_key(&stripped).unwrap_or_else(|_| vec![stripped])
 }
 
 /// Writes a key path back as text, quoting parts that need it.
@@ -258,50 +264,6 @@ pub fn get<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
         t = t.get(p)?.as_table()?;
     }
     t.get(last)
-}
-
-/// Sets the value at a key path, creating the tables on the way.
-pub fn set(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
-    let Some((last, parents)) = path.split_last() else {
-        return Err("an empty key".into());
-    };
-    let mut t = table;
-    for (n, p) in parents.iter().enumerate() {
-        let entry = t
-            .entry(p.clone())
-            .or_insert_with(|| Value::Table(Table::new()));
-        t = match entry {
-            Value::Table(inner) => inner,
-            other => {
-                return Err(format!(
-                    "{} is a {}, not a table",
-                    join_key(path.get(..=n).unwrap_or(path)),
-                    other.type_str()
-                ))
-            }
-        };
-    }
-    t.insert(last.clone(), value);
-    Ok(())
-}
-
-/// Removes the value at a key path, and tables left empty by that.
-/// Returns whether there was a value.
-pub fn unset(table: &mut Table, path: &[String]) -> bool {
-    match path {
-        [] => false,
-        [last] => table.remove(last).is_some(),
-        [first, rest @ ..] => {
-            let Some(Value::Table(inner)) = table.get_mut(first) else {
-                return false;
-            };
-            let removed = unset(inner, rest);
-            if removed && inner.is_empty() {
-                table.remove(first);
-            }
-            removed
-        }
-    }
 }
 
 /// Every value by its dotted key (lists are values, tables are walked).
@@ -365,9 +327,9 @@ pub fn set_in_stack(
         .ok_or_else(|| Diagnostic::keyed("command line", key, "no such layer".into()))?;
     let mut errors = Vec::new();
     for value in candidates(raw) {
-        let mut table = layer.table.clone();
-        set(&mut table, &path, value).map_err(|m| Diagnostic::keyed(&layer.origin, key, m))?;
-        let result = Layer::from_table(layer.kind, &layer.origin, table).and_then(|new| {
+        let text = edit_text(&layer.text, &path, Some(&value))
+            .map_err(|m| Diagnostic::keyed(&layer.origin, key, m))?;
+        let result = Layer::parse(layer.kind, &layer.origin, &text).and_then(|new| {
             let mut trial = stack.to_vec();
             if let Some(slot) = trial.get_mut(index) {
                 *slot = new.clone();
@@ -383,7 +345,100 @@ pub fn set_in_stack(
         .iter()
         .position(|e| !e.to_string().contains("invalid type"))
         .unwrap_or(0);
-    Err(errors.swap_remove(telling.min(errors.len().saturating_sub(1))))
+    Err(unplaced(
+        errors.swap_remove(telling.min(errors.len().saturating_sub(1))),
+        &layer.origin,
+    ))
+}
+
+/// Sets (`Some`) or removes (`None`) the value at `path` in a TOML
+/// document, keeping everything else as written: comments, order, layout.
+/// Tables emptied by a removal go too.
+fn edit_text(text: &str, path: &[String], value: Option<&Value>) -> Result<String, String> {
+    use toml_edit::{DocumentMut, InlineTable, Item, TableLike};
+    let mut doc: DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    let Some((last, parents)) = path.split_last() else {
+        return Err("an empty key".into());
+    };
+    match value {
+        Some(v) => {
+            let new: toml_edit::Value = v
+                .to_string()
+                .parse()
+                .map_err(|e| format!("cannot write {v}: {e}"))?;
+            let mut table: &mut dyn TableLike = doc.as_table_mut();
+            let mut inline = false;
+            for (n, p) in parents.iter().enumerate() {
+                if table.get(p).is_none() {
+                    let item = if inline {
+                        Item::Value(toml_edit::Value::InlineTable(InlineTable::new()))
+                    } else {
+                        let mut t = toml_edit::Table::new();
+                        t.set_implicit(true);
+                        Item::Table(t)
+                    };
+                    table.insert(p, item);
+                }
+                let Some(item) = table.get_mut(p) else {
+                    return Err(format!("cannot create {p}"));
+                };
+                inline = matches!(item, Item::Value(_));
+                let kind = item.type_name();
+                table = item.as_table_like_mut().ok_or_else(|| {
+                    format!(
+                        "{} is a {kind}, not a table",
+                        join_key(path.get(..=n).unwrap_or(path))
+                    )
+                })?;
+            }
+            match table.get_mut(last) {
+                // Keep the comment after the old value.
+                Some(Item::Value(old)) => {
+                    let decor = old.decor().clone();
+                    *old = new;
+                    *old.decor_mut() = decor;
+                }
+                _ => {
+                    table.insert(last, Item::Value(new));
+                }
+            }
+        }
+        None => {
+            fn remove(table: &mut dyn TableLike, path: &[String]) -> bool {
+                match path {
+                    [] => false,
+                    [last] => table.remove(last).is_some(),
+                    [first, rest @ ..] => {
+                        let Some(inner) = table.get_mut(first).and_then(|i| i.as_table_like_mut())
+                        else {
+                            return false;
+                        };
+                        let removed = remove(inner, rest);
+                        if removed && inner.is_empty() {
+                            table.remove(first);
+                        }
+                        removed
+                    }
+                }
+            }
+            remove(doc.as_table_mut(), path);
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// An error in the layer being edited points into a document that was
+/// never written: its line and column mean nothing to the user, the key
+/// path says it all. Errors in other layers keep their positions.
+fn unplaced(e: ConfigError, origin: &str) -> ConfigError {
+    match e {
+        ConfigError::Invalid(mut d) if d.origin == origin => {
+            d.line = None;
+            d.column = None;
+            ConfigError::Invalid(d)
+        }
+        other => other,
+    }
 }
 
 /// Removes `key` from `layer` at `index`, checking that the stack is
@@ -394,8 +449,7 @@ pub fn unset_in_stack(stack: &[Layer], index: usize, key: &str) -> Result<Layer,
     let layer = stack
         .get(index)
         .ok_or_else(|| Diagnostic::keyed("command line", key, "no such layer".into()))?;
-    let mut table = layer.table.clone();
-    if !unset(&mut table, &path) {
+    if get(&layer.table, &path).is_none() {
         let elsewhere: Vec<&str> = stack
             .iter()
             .filter(|l| get(&l.table, &path).is_some())
@@ -412,44 +466,70 @@ pub fn unset_in_stack(stack: &[Layer], index: usize, key: &str) -> Result<Layer,
         };
         return Err(Diagnostic::keyed(&layer.origin, key, message).into());
     }
-    let new = Layer::from_table(layer.kind, &layer.origin, table)?;
+    let text = edit_text(&layer.text, &path, None)
+        .map_err(|m| Diagnostic::keyed(&layer.origin, key, m))?;
+    let new =
+        Layer::parse(layer.kind, &layer.origin, &text).map_err(|e| unplaced(e, &layer.origin))?;
     let mut trial = stack.to_vec();
     if let Some(slot) = trial.get_mut(index) {
         *slot = new.clone();
     }
-    merge(&trial)?;
+    merge(&trial).map_err(|e| unplaced(e, &layer.origin))?;
     Ok(new)
 }
 
 /// The kernel command line's `corral.<key>=<value>` settings as a layer
-/// over `below`. Each parameter is tried on its own, so one mistake costs
-/// only that parameter: it is named in the returned warnings and skipped.
-/// A bare `corral.<key>` means `true`.
+/// over `below`. The last occurrence of a key counts. Parameters are
+/// applied in passes until no more can be: a setting that needs another
+/// one (an MTU for an interface whose `dhcp` comes later on the line)
+/// is not lost to the order. What cannot be used is named in the returned
+/// warnings and skipped; a bare `corral.<key>` means `true`.
 pub fn cmdline_layer(params: &[(String, Option<String>)], below: &[Layer]) -> (Layer, Vec<String>) {
     const ORIGIN: &str = "kernel command line";
     let mut stack = below.to_vec();
     stack.push(Layer::empty(LayerKind::Cmdline, ORIGIN));
     let index = stack.len() - 1;
-    let mut warnings = Vec::new();
-    for (key, value) in params {
-        let raw = value.as_deref().unwrap_or("true");
-        match set_in_stack(&stack, index, key, raw) {
-            Ok(layer) => {
-                if let Some(slot) = stack.get_mut(index) {
-                    *slot = layer;
+    let mut pending: Vec<(&str, &str)> = Vec::new();
+    for (n, (key, value)) in params.iter().enumerate() {
+        let later = params.get(n + 1..).unwrap_or_default();
+        if !later.iter().any(|(k, _)| k == key) {
+            pending.push((key, value.as_deref().unwrap_or("true")));
+        }
+    }
+    let mut failed = Vec::new();
+    loop {
+        let mut progress = false;
+        failed.clear();
+        for &(key, raw) in &pending {
+            match set_in_stack(&stack, index, key, raw) {
+                Ok(layer) => {
+                    if let Some(slot) = stack.get_mut(index) {
+                        *slot = layer;
+                    }
+                    progress = true;
                 }
+                Err(e) => failed.push((key, raw, e)),
             }
-            Err(ConfigError::Invalid(d)) => warnings.push(format!(
+        }
+        pending = failed.iter().map(|(k, r, _)| (*k, *r)).collect();
+        if pending.is_empty() || !progress {
+            break;
+        }
+    }
+    let warnings = failed
+        .into_iter()
+        .map(|(key, raw, e)| match e {
+            ConfigError::Invalid(d) => format!(
                 "corral.{key}={raw}: {}; ignored",
-                if d.key.as_deref() == Some(key.as_str()) {
+                if d.key.as_deref() == Some(key) {
                     d.message.clone()
                 } else {
                     d.message_with_key()
                 }
-            )),
-            Err(e) => warnings.push(format!("corral.{key}={raw}: {e}; ignored")),
-        }
-    }
+            ),
+            e => format!("corral.{key}={raw}: {e}; ignored"),
+        })
+        .collect();
     let layer = stack
         .pop()
         .unwrap_or_else(|| Layer::empty(LayerKind::Cmdline, ORIGIN));
@@ -559,6 +639,13 @@ mod tests {
         assert!(parse_key("a..b").unwrap_err().contains("empty part"));
         assert!(parse_key("").unwrap_err().contains("empty part"));
         assert!(parse_key("a.\"b").unwrap_err().contains("unclosed quote"));
+        assert!(parse_key("network.interfaces.eth0.addresses[0]")
+            .unwrap_err()
+            .contains("set and unset as a whole"));
+        assert_eq!(
+            split_key("network.interfaces.\"eth0.100\".addresses[1]"),
+            parts(&["network", "interfaces", "eth0.100", "addresses"])
+        );
         assert_eq!(
             join_key(&parts(&["network", "interfaces", "eth0.100", "dhcp"])),
             "network.interfaces.\"eth0.100\".dhcp"
@@ -570,20 +657,26 @@ mod tests {
     }
 
     #[test]
-    fn set_get_unset_and_flatten() {
-        let mut t = Table::new();
-        set(&mut t, &parts(&["a", "b", "c"]), Value::Integer(1)).unwrap();
-        set(&mut t, &parts(&["a", "d"]), Value::Boolean(true)).unwrap();
-        assert_eq!(get(&t, &parts(&["a", "b", "c"])), Some(&Value::Integer(1)));
-        let e = set(&mut t, &parts(&["a", "d", "x"]), Value::Integer(2)).unwrap_err();
+    fn edit_get_and_flatten() {
+        let t = edit_text("", &parts(&["a", "b", "c"]), Some(&Value::Integer(1))).unwrap();
+        let t = edit_text(&t, &parts(&["a", "d"]), Some(&Value::Boolean(true))).unwrap();
+        let table: Table = t.parse().unwrap();
+        assert_eq!(
+            get(&table, &parts(&["a", "b", "c"])),
+            Some(&Value::Integer(1))
+        );
+        let e = edit_text(&t, &parts(&["a", "d", "x"]), Some(&Value::Integer(2))).unwrap_err();
         assert_eq!(e, "a.d is a boolean, not a table");
-        let flat = flatten(&t);
+        let flat = flatten(&table);
         assert_eq!(flat.keys().collect::<Vec<_>>(), ["a.b.c", "a.d"]);
-        assert!(unset(&mut t, &parts(&["a", "b", "c"])));
-        assert!(get(&t, &parts(&["a", "b"])).is_none(), "empty table pruned");
-        assert!(!unset(&mut t, &parts(&["a", "b", "c"])));
-        assert!(unset(&mut t, &parts(&["a", "d"])));
-        assert!(t.is_empty());
+        let t = edit_text(&t, &parts(&["a", "b", "c"]), None).unwrap();
+        let table: Table = t.parse().unwrap();
+        assert!(
+            get(&table, &parts(&["a", "b"])).is_none(),
+            "empty table pruned"
+        );
+        let t = edit_text(&t, &parts(&["a", "d"]), None).unwrap();
+        assert_eq!(t.trim(), "");
     }
 
     #[test]
@@ -636,6 +729,16 @@ mod tests {
         };
         let d = err("hostname", "bad_name");
         assert_eq!(d.key.as_deref(), Some("hostname"));
+        assert_eq!(
+            (d.line, d.column),
+            (None, None),
+            "no line of an unwritten file"
+        );
+        assert!(
+            d.to_string()
+                .starts_with("/var/lib/corral/config.toml: hostname: "),
+            "{d}"
+        );
         assert!(d.message.contains("contains '_'"), "{d}");
         let d = err("syslog.keep", "1000");
         assert!(d.message.contains("not between 1 and 100"), "{d}");
@@ -649,6 +752,38 @@ mod tests {
         assert!(d.message.contains("not a public key line"), "{d}");
         let d = err("hostname.x", "a");
         assert!(d.to_string().contains("invalid type"), "{d}");
+    }
+
+    #[test]
+    fn set_and_unset_keep_the_users_comments_and_layout() {
+        let text = "# who I am\nhostname = \"a\" # not b\n\n# logs\n[syslog]\nkeep = 2\n";
+        let stack = [layer(LayerKind::State, text)];
+        let l = set_in_stack(&stack, 0, "hostname", "b").unwrap();
+        assert_eq!(
+            l.text,
+            "# who I am\nhostname = \"b\" # not b\n\n# logs\n[syslog]\nkeep = 2\n"
+        );
+        let l = set_in_stack(&[l], 0, "sysctl.net.ipv4.ip_forward", "1").unwrap();
+        assert!(l.text.starts_with("# who I am\n"), "{}", l.text);
+        assert!(
+            l.text.contains("[sysctl]\n\"net.ipv4.ip_forward\" = 1\n"),
+            "{}",
+            l.text
+        );
+        let l = unset_in_stack(&[l], 0, "syslog.keep").unwrap();
+        assert!(
+            !l.text.contains("[syslog]"),
+            "emptied table removed: {}",
+            l.text
+        );
+        assert!(l.text.contains("# not b"), "{}", l.text);
+        // Inline tables are edited in place.
+        let stack = [layer(
+            LayerKind::State,
+            "sysctl = { \"vm.swappiness\" = 10 }\n",
+        )];
+        let l = set_in_stack(&stack, 0, "sysctl.vm.swappiness", "20").unwrap();
+        assert_eq!(l.text, "sysctl = { \"vm.swappiness\" = 20 }\n");
     }
 
     #[test]
@@ -667,6 +802,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not set"), "{e}");
+    }
+
+    #[test]
+    fn command_line_order_does_not_matter_and_the_last_occurrence_counts() {
+        let params: Vec<(String, Option<String>)> = [
+            ("network.interfaces.eth1.mtu", Some("9000")),
+            ("hostname", Some("first")),
+            ("network.interfaces.eth1.dhcp", None),
+            ("hostname", Some("last")),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+        .collect();
+        let (l, warnings) = cmdline_layer(&params, &[]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let c = merge(&[l]).unwrap().config;
+        assert_eq!(c.network.interfaces["eth1"].mtu, Some(9000));
+        assert_eq!(c.hostname.unwrap().as_str(), "last");
     }
 
     #[test]

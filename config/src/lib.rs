@@ -293,6 +293,25 @@ autologin = false
         let d =
             err("[network.interfaces.eth0]\naddresses = [\"10.0.0.1/8\"]\ngateway = \"fd00::1\"\n");
         assert!(d.message.contains("address family"), "{d}");
+        // The earlier single-address spelling still reads.
+        let c =
+            Config::parse("[network.interfaces.eth0]\naddress = \"10.0.0.1/8\"\n", "t").unwrap();
+        assert_eq!(
+            c.network.interfaces["eth0"].addresses[0].to_string(),
+            "10.0.0.1/8"
+        );
+        let d = err(
+            "[network.interfaces.eth0]\naddress = \"10.0.0.1/8\"\naddresses = [\"10.0.0.2/8\"]\n",
+        );
+        assert!(d.message.contains("old spelling"), "{d}");
+        // A name with a dot is quoted in the key, and located.
+        let d = err("[network.interfaces.\"eth0.100\"]\nmtu = 1400\n");
+        assert_eq!(
+            d.key.as_deref(),
+            Some("network.interfaces.\"eth0.100\""),
+            "{d}"
+        );
+        assert_eq!(d.line, Some(1), "{d}");
         let d = err("[network.interfaces.\"eth0:1\"]\ndhcp = true\n");
         assert!(d.message.contains("1 to 15 characters"), "{d}");
         let d = err("[sysctl]\n\"vm swappiness\" = 1\n");

@@ -21,7 +21,7 @@ pub struct NetworkConfig {
 
 /// `[network.interfaces.NAME]`: DHCP, or static addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+#[serde(rename_all = "kebab-case", try_from = "RawInterfaceConfig")]
 pub struct InterfaceConfig {
     pub dhcp: bool,
     /// `ADDRESS/PREFIX` each, e.g. `["192.168.1.10/24", "fd00::10/64"]`.
@@ -29,6 +29,40 @@ pub struct InterfaceConfig {
     /// Default gateway through this interface.
     pub gateway: Option<IpAddr>,
     pub mtu: Option<u32>,
+}
+
+/// What a file may say: also `address`, the single-address spelling of
+/// earlier releases, so a config saved by one still boots.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawInterfaceConfig {
+    dhcp: bool,
+    addresses: Vec<Cidr>,
+    address: Option<Cidr>,
+    gateway: Option<IpAddr>,
+    mtu: Option<u32>,
+}
+
+impl TryFrom<RawInterfaceConfig> for InterfaceConfig {
+    type Error = crate::InvalidValue;
+
+    fn try_from(r: RawInterfaceConfig) -> Result<Self, Self::Error> {
+        let mut addresses = r.addresses;
+        if let Some(a) = r.address {
+            if !addresses.is_empty() {
+                return Err(crate::InvalidValue::new(
+                    "address is the old spelling of addresses: give only addresses",
+                ));
+            }
+            addresses.push(a);
+        }
+        Ok(Self {
+            dhcp: r.dhcp,
+            addresses,
+            gateway: r.gateway,
+            mtu: r.mtu,
+        })
+    }
 }
 
 /// `[network.dns]`.
@@ -136,7 +170,12 @@ impl Default for StateConfig {
 impl NetworkConfig {
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         for (name, i) in &self.interfaces {
-            let key = |k: &str| format!("network.interfaces.{name}{k}");
+            let base = crate::layers::join_key(&[
+                "network".to_owned(),
+                "interfaces".to_owned(),
+                name.to_string(),
+            ]);
+            let key = |k: &str| format!("{base}{k}");
             match (i.addresses.is_empty(), i.dhcp) {
                 (false, true) => {
                     return Err((
@@ -167,7 +206,7 @@ impl NetworkConfig {
                     .is_some_and(|before| before.contains(a))
                 {
                     return Err((
-                        format!("network.interfaces.{name}.addresses[{n}]"),
+                        key(&format!(".addresses[{n}]")),
                         format!("{a} is listed twice"),
                     ));
                 }

@@ -125,30 +125,48 @@ impl Layers {
 /// The state disk's config, once the disk is mounted. A file that parses
 /// becomes the last good copy; one that does not is moved aside and the
 /// last good copy takes its place.
-pub fn state_layer(defaults: Option<&Layer>) -> (Option<Layer>, String) {
+pub fn state_layer(layers: &Layers) -> (Option<Layer>, String) {
     state_layer_at(
         Path::new(PERSISTED_PATH),
         Path::new(LAST_GOOD),
         Path::new(RUN_DIR),
-        defaults,
+        layers,
     )
 }
 
 /// [`state_layer`] with its paths given (the tests use a temporary
 /// directory): the saved file, its last good copy, and the directory that
-/// gets a readable copy of a broken file.
+/// gets a readable copy of a broken file. `found` holds the other layers:
+/// the file is broken when it does not parse, or breaks a rule both on
+/// its own over the defaults and with the drive and command line over it
+/// (sysd accepted it in the whole stack; a rule the drive satisfies is
+/// not a reason to throw the file away).
 pub fn state_layer_at(
     saved: &Path,
     last_good: &Path,
     run_dir: &Path,
-    defaults: Option<&Layer>,
+    found: &Layers,
 ) -> (Option<Layer>, String) {
     let origin = saved.display().to_string();
+    if let Some(dir) = saved.parent() {
+        // A power cut during a write leaves its temporary file.
+        corral_config::fsutil::remove_temporaries(dir);
+    }
     let check = |text: &str, origin: &str| {
-        Layer::parse(LayerKind::State, origin, text).and_then(|l| {
-            let stack: Vec<Layer> = defaults.into_iter().cloned().chain([l.clone()]).collect();
-            layers::merge(&stack).map(|_| l)
-        })
+        let l = Layer::parse(LayerKind::State, origin, text)?;
+        let base: Vec<Layer> = found.defaults.iter().cloned().chain([l.clone()]).collect();
+        let alone = layers::merge(&base);
+        if alone.is_ok() {
+            return Ok(l);
+        }
+        let mut whole = base;
+        whole.extend(found.drive.iter().cloned());
+        let (cmdline, _) = layers::cmdline_layer(&found.params, &whole);
+        whole.push(cmdline);
+        match layers::merge(&whole) {
+            Ok(_) => Ok(l),
+            Err(_) => alone.map(|_| l),
+        }
     };
     let problem = match std::fs::read_to_string(saved) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -325,7 +343,18 @@ fn read_drive(dev: &Path, fs: &DriveFs) -> (Option<Layer>, String) {
     }
     let path = Path::new(DRIVE_MOUNT).join("user-data");
     let mut text = String::new();
-    let read = File::open(&path).and_then(|f| f.take(USER_DATA_MAX).read_to_string(&mut text));
+    let read = File::open(&path)
+        .and_then(|f| f.take(USER_DATA_MAX + 1).read_to_string(&mut text))
+        .and_then(|n| {
+            if n as u64 > USER_DATA_MAX {
+                Err(std::io::Error::other(format!(
+                    "it is larger than {} KiB; a config is a few KiB",
+                    USER_DATA_MAX / 1024
+                )))
+            } else {
+                Ok(n)
+            }
+        });
     if let Err(e) = nix::mount::umount(DRIVE_MOUNT) {
         warn!("config drive {d}: unmounting: {e}");
     }
@@ -481,11 +510,11 @@ mod tests {
     #[test]
     fn a_good_saved_config_is_used_and_becomes_the_last_good_one() {
         let (_d, saved, last, run) = state_dir();
-        let (none, status) = state_layer_at(&saved, &last, &run, None);
+        let (none, status) = state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(none.is_none());
         assert_eq!(status, "state: none saved yet");
         std::fs::write(&saved, "hostname = \"a\"\n").unwrap();
-        let (layer, _) = state_layer_at(&saved, &last, &run, None);
+        let (layer, _) = state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(layer.unwrap().text.contains("\"a\""));
         assert_eq!(
             std::fs::read_to_string(&last).unwrap(),
@@ -497,9 +526,9 @@ mod tests {
     fn a_broken_saved_config_is_kept_aside_and_the_last_good_one_restored() {
         let (_d, saved, last, run) = state_dir();
         std::fs::write(&saved, "hostname = \"good\"\n").unwrap();
-        state_layer_at(&saved, &last, &run, None);
+        state_layer_at(&saved, &last, &run, &Layers::default());
         std::fs::write(&saved, "hostname = \"unterminated\n").unwrap();
-        let (layer, status) = state_layer_at(&saved, &last, &run, None);
+        let (layer, status) = state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(layer.unwrap().text.contains("good"));
         assert!(status.starts_with("state: BROKEN, kept as "), "{status}");
         let aside = saved.with_file_name("config.toml.broken");
@@ -516,7 +545,7 @@ mod tests {
         );
         // Broken again: the first broken file is not overwritten.
         std::fs::write(&saved, "nonsense =").unwrap();
-        state_layer_at(&saved, &last, &run, None);
+        state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(aside.exists());
         assert_eq!(
             std::fs::read_to_string(saved.with_file_name("config.toml.broken.1")).unwrap(),
@@ -525,10 +554,34 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_config_that_needs_the_drive_is_not_broken() {
+        // sysd accepted an MTU for eth1 because the drive defines eth1.
+        let (_d, saved, last, run) = state_dir();
+        std::fs::write(&saved, "[network.interfaces.eth1]\nmtu = 9000\n").unwrap();
+        let found = Layers {
+            drive: Some(
+                Layer::parse(
+                    LayerKind::Drive,
+                    "d",
+                    "[network.interfaces.eth1]\ndhcp = true\n",
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        let (layer, status) = state_layer_at(&saved, &last, &run, &found);
+        assert!(layer.is_some(), "{status}");
+        assert!(saved.exists());
+        // Without the drive it is broken.
+        let (layer, status) = state_layer_at(&saved, &last, &run, &Layers::default());
+        assert!(layer.is_none(), "{status}");
+    }
+
+    #[test]
     fn a_broken_config_without_a_last_good_one_boots_without_it() {
         let (_d, saved, last, run) = state_dir();
         std::fs::write(&saved, "[syslog]\nkeep = 0\n").unwrap();
-        let (layer, status) = state_layer_at(&saved, &last, &run, None);
+        let (layer, status) = state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(layer.is_none());
         assert!(status.contains("no last good config"), "{status}");
         assert!(status.contains("syslog.keep"), "{status}");

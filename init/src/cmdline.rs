@@ -62,35 +62,48 @@ fn set_flag(flag: &mut bool, key: &str, value: Option<&str>, warnings: &mut Vec<
 
 /// Splits the command line into parameters the way the kernel does
 /// (`next_arg` in lib/cmdline.c): whitespace separates parameters except
-/// inside double quotes, and the quotes themselves are removed, so
-/// `corral.x="a b"` is one parameter with the value `a b`.
+/// inside double quotes; a quote that opens the parameter or its value is
+/// removed with its closing one, so `corral.x="a b"` and `"corral.x=a b"`
+/// are both `corral.x=a b`. Quotes elsewhere stay, as the kernel keeps
+/// them: `corral.network.interfaces."eth0.100".dhcp` keeps its quoted
+/// key part.
 pub fn split(text: &str) -> Vec<String> {
     let mut params = Vec::new();
-    let mut current = String::new();
-    let mut in_quotes = false;
-    let mut started = false;
-    for c in text.chars() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                started = true;
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if started {
-                    params.push(std::mem::take(&mut current));
-                    started = false;
-                }
-            }
-            c => {
-                current.push(c);
-                started = true;
-            }
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars.get(i).is_some_and(|c| c.is_whitespace()) {
+            i += 1;
+            continue;
         }
-    }
-    if started {
-        params.push(current);
+        let start = i;
+        let mut in_quotes = false;
+        while let Some(&c) = chars.get(i) {
+            if c.is_whitespace() && !in_quotes {
+                break;
+            }
+            if c == '"' {
+                in_quotes = !in_quotes;
+            }
+            i += 1;
+        }
+        let raw: String = chars.get(start..i).unwrap_or_default().iter().collect();
+        params.push(unquote(&raw));
     }
     params
+}
+
+fn unquote(raw: &str) -> String {
+    let strip_end = |s: &str| s.strip_suffix('"').unwrap_or(s).to_owned();
+    if let Some(inner) = raw.strip_prefix('"') {
+        return strip_end(inner);
+    }
+    match raw.split_once('=') {
+        Some((key, value)) if value.starts_with('"') => {
+            format!("{key}={}", strip_end(value.get(1..).unwrap_or_default()))
+        }
+        _ => raw.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +118,10 @@ mod tests {
         );
         assert!(split("   \n").is_empty());
         assert_eq!(split("a=\"\""), ["a="]);
+        assert_eq!(
+            split("corral.network.interfaces.\"eth0.100\".dhcp=1 x"),
+            ["corral.network.interfaces.\"eth0.100\".dhcp=1", "x"]
+        );
     }
 
     #[test]

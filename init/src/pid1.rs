@@ -137,7 +137,7 @@ fn boot() -> (InitConfig, bool) {
     };
     let (_, early, _) = layers.merged(true);
     let outcome = crate::state::setup(&early.config.state);
-    let (state, state_status) = bootconfig::state_layer(layers.defaults.as_ref());
+    let (state, state_status) = bootconfig::state_layer(&layers);
     if state.is_some() && !matches!(outcome, crate::state::Outcome::Mounted { .. }) {
         warn!("the saved config is in RAM: it will not survive a reboot");
     }

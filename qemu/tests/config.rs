@@ -184,6 +184,8 @@ fn config_layers_live_changes_and_recovery() {
         ),
         ("set sysctl.vm.nosuch 1", "no such parameter"),
         ("unset ssh.authorized-keys", "comes from: drive"),
+        ("set state.label OTHER", "set it on the config drive"),
+        ("set sysctl.kernel.panic lots", "the kernel refused"),
     ] {
         let o = ssh(&vm, &key, &format!("sudo corral config {command}"));
         assert!(!o.ok, "{command} was accepted: {}", o.stdout);
@@ -195,6 +197,16 @@ fn config_layers_live_changes_and_recovery() {
     }
     let after = ssh_ok(&vm, &key, "corral config export --layer state");
     assert_eq!(before, after, "a refused change wrote something");
+    let out = ssh_ok(
+        &vm,
+        &key,
+        "sudo corral config set hostname live-1; cat /proc/sys/kernel/panic",
+    );
+    assert!(out.contains("no change"), "{out}");
+    assert!(
+        out.ends_with("-1\n"),
+        "a refused sysctl left as it was: {out}"
+    );
 
     // A value the command line overrides is saved, and the user told.
     let out = ssh_ok(

@@ -217,7 +217,13 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
             let change: crate::sysconfig::Change = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad(format!("not a config change: {e}")))?;
             use crate::sysconfig::ChangeError;
-            match manager.change(change).await {
+            // Its own task: a client that goes away (Ctrl-C, or a console
+            // shell the change itself restarts) must not cut the change
+            // short between the saved file and the live system.
+            let done = tokio::spawn(manager.change(change))
+                .await
+                .map_err(|e| ApiError::new(500, format!("the config change failed: {e}")))?;
+            match done {
                 Ok(report) => Ok(json_response(
                     200,
                     &serde_json::to_value(&report).unwrap_or_default(),

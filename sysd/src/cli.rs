@@ -224,6 +224,7 @@ async fn saved(client: &Client) -> Result<String> {
     let (_, body) = client
         .call(Method::GET, "/corral/config/saved", None)
         .await
+        .map_err(config_error)
         .context("reading the saved config from the system engine")?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
@@ -243,6 +244,13 @@ async fn send_change(client: &Client, change: Change) -> Result<i32> {
 fn config_error(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Api { message, .. } => anyhow::Error::msg(message),
+        ClientError::Connect { ref source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            anyhow::Error::msg(format!(
+                "{e}; changing the system config needs root: run it with sudo"
+            ))
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -260,7 +268,7 @@ fn print_report(r: &Report) -> Result<i32> {
     for n in &r.next_boot {
         writeln!(out, "takes effect at next boot: {n}")?;
     }
-    for o in &r.overridden {
+    for o in r.overridden.iter().chain(&r.notes) {
         writeln!(out, "note: {o}")?;
     }
     if !r.persistent {
@@ -294,7 +302,11 @@ async fn edit(client: &Client) -> Result<i32> {
             .status()
             .with_context(|| format!("running {editor}"))?;
         if !status.success() {
-            bail!("{editor} failed ({status}); nothing was saved");
+            let kept = dir.keep();
+            bail!(
+                "{editor} failed ({status}); nothing was saved (the file is {})",
+                kept.join("config.toml").display()
+            );
         }
         let text = std::fs::read_to_string(&path)?;
         if text == original {
@@ -322,7 +334,14 @@ async fn edit(client: &Client) -> Result<i32> {
                     return Ok(1);
                 }
             }
-            Err(e) => return Err(config_error(e)),
+            Err(e) => {
+                // Nothing was saved: keep the user's work.
+                let kept = dir.keep();
+                return Err(config_error(e).context(format!(
+                    "your edit is kept in {}",
+                    kept.join("config.toml").display()
+                )));
+            }
         }
     }
 }

@@ -7,15 +7,19 @@
 //! Live: the hostname, sysctls, SSH keys (read at every login), enabling,
 //! disabling or redefining services, and the settings the network, syslog
 //! and console services read at start (those services are restarted).
-//! Everything else — `[init]`, `[state]`, unsetting the hostname or a
-//! sysctl — is reported as taking effect at the next boot.
+//! Everything else — `[init]`, unsetting the hostname or a sysctl,
+//! network settings a restart does not undo — is reported as taking effect
+//! at the next boot. `[state]` is refused: the state disk is found before
+//! its own config is read.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use corral_config::layers::{self, Layer, LayerKind};
 use corral_config::service::{self, ServiceName};
-use corral_config::{fsutil, Config, ConfigError, DEFAULT_PATH, PERSISTED_PATH, RUN_DIR};
+use corral_config::{
+    fsutil, Config, ConfigError, DEFAULT_PATH, EFFECTIVE_PATH, PERSISTED_PATH, RUN_DIR,
+};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +53,8 @@ pub struct Report {
     pub next_boot: Vec<String>,
     /// Keys a higher layer (config drive, kernel command line) overrides.
     pub overridden: Vec<String>,
+    /// Warnings about the result (nobody can log in).
+    pub notes: Vec<String>,
     pub errors: Vec<String>,
     /// The file is on the state disk (not RAM).
     pub persistent: bool,
@@ -144,7 +150,23 @@ impl Manager {
             }
             (_, r) => r?,
         };
-        let old = layers::merge(&stack)?.config;
+        let old_layer = stack
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| Layer::empty(LayerKind::State, PERSISTED_PATH));
+        // What runs now. A saved file that breaks a rule (edited by hand
+        // since the boot) must not block the edit that repairs it.
+        let old = match layers::merge(&stack) {
+            Ok(m) => m.config,
+            Err(e) => match (&change, Config::load(Path::new(EFFECTIVE_PATH))) {
+                (Change::Replace { .. }, Ok(running)) => running,
+                _ => {
+                    return Err(ChangeError::Conflict(format!(
+                        "the saved config breaks a rule ({e}); repair it with `corral config edit`"
+                    )))
+                }
+            },
+        };
         let (new_layer, keys) = match &change {
             Change::Set { key, value } => (
                 layers::set_in_stack(&stack, index, key, value)?,
@@ -157,7 +179,7 @@ impl Manager {
             Change::Replace { text, expect } => {
                 if *expect != saved {
                     return Err(ChangeError::Conflict(format!(
-                        "{PERSISTED_PATH} changed while you were editing it; nothing was saved (run the command again)"
+                        "{PERSISTED_PATH} changed while you were editing it; nothing was saved"
                     )));
                 }
                 let layer = Layer::parse(LayerKind::State, PERSISTED_PATH, text)?;
@@ -166,18 +188,14 @@ impl Manager {
                     *slot = layer.clone();
                 }
                 layers::merge(&trial)?;
-                let changed: Vec<String> = {
-                    let before = layers::flatten(
-                        stack.get(index).map_or(&toml::Table::new(), |l| l.table()),
-                    );
-                    let after = layers::flatten(layer.table());
-                    before
-                        .keys()
-                        .chain(after.keys())
-                        .filter(|k| before.get(*k) != after.get(*k))
-                        .cloned()
-                        .collect()
-                };
+                let before = layers::flatten(old_layer.table());
+                let after = layers::flatten(layer.table());
+                let changed: Vec<String> = before
+                    .keys()
+                    .chain(after.keys().filter(|k| !before.contains_key(*k)))
+                    .filter(|k| before.get(*k) != after.get(*k))
+                    .cloned()
+                    .collect();
                 (layer, changed)
             }
         };
@@ -186,41 +204,45 @@ impl Manager {
                 .is_ok_and(|s| s.starts_with("state disk")),
             ..Default::default()
         };
-        if new_layer.text == saved {
+        if new_layer.table() == old_layer.table() && !matches!(change, Change::Replace { .. }) {
             report.unchanged = true;
             return Ok(report);
+        }
+        if new_layer.table().get("state") != old_layer.table().get("state") {
+            return Err(invalid(
+                "state",
+                "the state disk is found before its own config is read, so [state] saved on it \
+                 never applies: set it on the config drive or the kernel command line \
+                 (corral.state.device=/dev/vdb)"
+                    .into(),
+            ));
         }
         let mut new_stack = stack.clone();
         if let Some(slot) = new_stack.get_mut(index) {
             *slot = new_layer.clone();
         }
         let merged = layers::merge(&new_stack)?;
-        // A kernel parameter this kernel does not have would fail at every
-        // boot: refuse it now, while the user is looking.
-        for key in merged.config.sysctl.keys() {
-            let path = key.proc_path();
-            if !old.sysctl.contains_key(key) && !path.exists() {
-                return Err(ChangeError::Invalid(
-                    corral_config::Diagnostic::keyed(
-                        PERSISTED_PATH,
-                        &format!("sysctl.{key}"),
-                        format!(
-                            "this kernel has no such parameter ({} does not exist)",
-                            path.display()
-                        ),
-                    )
-                    .into(),
-                ));
-            }
-        }
+        // Kernel parameters first, before anything is saved: one the
+        // kernel refuses (no such parameter, a bad value, read-only) would
+        // fail at every boot, so the change is refused while the user is
+        // looking, and the ones already written are put back.
+        let sysctls = write_sysctls(&old, &merged.config)?;
         fsutil::write_atomic(
             Path::new(PERSISTED_PATH),
             new_layer.text.as_bytes(),
             0o600,
             true,
         )
-        .map_err(|e| ChangeError::Io(format!("cannot write {PERSISTED_PATH}: {e}")))?;
+        .map_err(|e| {
+            undo_sysctls(&sysctls);
+            ChangeError::Io(format!("cannot write {PERSISTED_PATH}: {e}"))
+        })?;
         info!("config: {PERSISTED_PATH} changed ({})", keys.join(", "));
+        report.applied.extend(
+            sysctls
+                .iter()
+                .map(|(key, _, value)| format!("sysctl {key} = {value}")),
+        );
         publish(&new_layer, &merged.text, &mut report);
         for key in &keys {
             let Ok(path) = layers::parse_key(key) else {
@@ -235,9 +257,87 @@ impl Manager {
                 }
             }
         }
+        if let Some(note) = locked_out(&merged.config) {
+            report.notes.push(note);
+        }
         apply(&self.engine, &old, &merged.config, &mut report).await;
         Ok(report)
     }
+}
+
+fn invalid(key: &str, message: String) -> ChangeError {
+    ChangeError::Invalid(corral_config::Diagnostic::keyed(PERSISTED_PATH, key, message).into())
+}
+
+/// A sysctl written live: its name, the value it had, the new value.
+type Written = (
+    corral_config::SysctlKey,
+    Option<String>,
+    corral_config::SysctlValue,
+);
+
+/// Writes the kernel parameters that changed; on the first refusal puts
+/// back the ones written and returns why.
+fn write_sysctls(old: &Config, new: &Config) -> Result<Vec<Written>, ChangeError> {
+    let mut written: Vec<Written> = Vec::new();
+    for (key, value) in &new.sysctl {
+        if old.sysctl.get(key) == Some(value) {
+            continue;
+        }
+        let path = key.proc_path();
+        let refused = if !path.is_file() {
+            Some(format!(
+                "this kernel has no such parameter ({} is not a file)",
+                path.display()
+            ))
+        } else {
+            let before = std::fs::read_to_string(&path)
+                .ok()
+                .map(|v| v.trim_end().to_owned());
+            match corral_config::system::write_sysctl(key, value) {
+                Ok(()) => {
+                    written.push((key.clone(), before, value.clone()));
+                    None
+                }
+                Err(e) => Some(format!("the kernel refused {value:?}: {e}")),
+            }
+        };
+        if let Some(message) = refused {
+            undo_sysctls(&written);
+            return Err(invalid(&format!("sysctl.{key}"), message));
+        }
+    }
+    Ok(written)
+}
+
+fn undo_sysctls(written: &[Written]) {
+    for (key, before, _) in written.iter().rev() {
+        if let Some(v) = before {
+            if let Err(e) = std::fs::write(key.proc_path(), v) {
+                warn!("putting back sysctl {key} = {v}: {e}");
+            }
+        }
+    }
+}
+
+/// Whether the config leaves no way in: the console asks for a login
+/// (no account has a password) and SSH has no key or is off.
+fn locked_out(c: &Config) -> Option<String> {
+    if c.console.autologin {
+        return None;
+    }
+    let ssh_on = service::merged(&c.services)
+        .iter()
+        .any(|(name, def)| name.as_str() == "ssh" && def.is_enabled());
+    if ssh_on && !c.ssh.authorized_keys.is_empty() {
+        return None;
+    }
+    Some(
+        "nobody can log in now: the console asks for a login (console.autologin = false) \
+         and SSH has no key or is disabled; set ssh.authorized-keys or console.autologin = true \
+         (from the kernel command line if need be: corral.console.autologin=true)"
+            .into(),
+    )
 }
 
 fn publish(state: &Layer, effective: &str, report: &mut Report) {
@@ -272,14 +372,6 @@ async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Re
             None => report.next_boot.push(
                 "hostname: unset; the machine keeps its current name until the next boot".into(),
             ),
-        }
-    }
-    for (key, value) in &new.sysctl {
-        if old.sysctl.get(key) != Some(value) {
-            match corral_config::system::write_sysctl(key, value) {
-                Ok(()) => report.applied.push(format!("sysctl {key} = {value}")),
-                Err(e) => report.errors.push(e),
-            }
         }
     }
     for key in old.sysctl.keys().filter(|k| !new.sysctl.contains_key(*k)) {
@@ -322,11 +414,35 @@ async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Re
             .next_boot
             .push("init: takes effect at the next boot".into());
     }
-    if old.state != new.state {
-        report
-            .next_boot
-            .push("state: takes effect at the next boot".into());
+    if old.network != new.network {
+        report.next_boot.extend(network_leftovers(old, new));
     }
+}
+
+/// What restarting the network service does not undo: it configures what
+/// the config lists, and does not know what an earlier run set.
+fn network_leftovers(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, before) in &old.network.interfaces {
+        let key = format!("network.interfaces.{name}");
+        let Some(now) = new.network.interfaces.get(name) else {
+            out.push(format!(
+                "{key}: no longer configured; the addresses and routes it was given stay until the next boot"
+            ));
+            continue;
+        };
+        for a in before.addresses.iter().filter(|a| a.addr.is_ipv6()) {
+            if !now.addresses.contains(a) {
+                out.push(format!("{key}: {a} is removed at the next boot"));
+            }
+        }
+        if before.gateway.is_some() && now.gateway.is_none() {
+            out.push(format!(
+                "{key}.gateway: the default route stays until the next boot"
+            ));
+        }
+    }
+    out
 }
 
 /// Stops the services that are now disabled or gone, then starts or
@@ -352,13 +468,17 @@ async fn apply_services(
             }
         }
     }
-    let plan = match crate::services::plan(engine, &new_all) {
+    let mut plan = match crate::services::plan(engine, &new_all) {
         Ok(p) => p,
         Err(e) => {
             report.errors.push(format!("services: {e}"));
             return Vec::new();
         }
     };
+    // Only what the change touched: a service stopped by hand, or an
+    // onboot entry that failed, is not the config's business now.
+    plan.order
+        .retain(|name| old_all.get(name) != new_all.get(name));
     let before: Vec<(ServiceName, Option<String>)> = plan
         .order
         .iter()
