@@ -6,25 +6,17 @@
 
 use std::time::Duration;
 
-use corral_qemu::{out_dir, Overlay, Vm, VmConfig, VmError};
+use corral_qemu::{out_dir, Overlay, Vm, VmConfig};
+
+mod common;
+use common::{assert_output_contains, OrFail, CMD};
 
 /// Generous: TCG on a loaded 2-core CI machine is slow, and a timeout only
 /// costs time when something is already broken.
 const BOOT: Duration = Duration::from_secs(120);
-const CMD: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(120);
 
 const READY: &str = "corral-init: ready (uptime ";
-
-trait OrFail<T> {
-    fn or_fail(self) -> T;
-}
-
-impl<T> OrFail<T> for Result<T, VmError> {
-    fn or_fail(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e}"))
-    }
-}
 
 fn boot(name: &str, append: &[&str], overlay: Overlay) -> Vm {
     let mut config = VmConfig::corral(name).expect("a free port");
@@ -40,15 +32,6 @@ fn guest_tools() -> Overlay {
             &out_dir().join("guest/zombie-storm"),
         )
         .expect("out/guest/zombie-storm (make build)")
-}
-
-fn assert_output_contains(vm: &Vm, needle: &str) {
-    if !vm.output().contains(needle) {
-        panic!(
-            "{}",
-            vm.fail(format!("the console never showed {needle:?}"))
-        );
-    }
 }
 
 #[test]

@@ -11,41 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_qemu::{out_dir, Drive, Vm, VmConfig, VmError};
+use corral_qemu::{out_dir, Drive, Vm, VmConfig};
+
+mod common;
+use common::{
+    assert_output_contains, blank_disk, eventually, ssh, ssh_ok, test_key, work_dir, OrFail, CMD,
+};
 
 const BOOT: Duration = Duration::from_secs(240);
-const CMD: Duration = Duration::from_secs(60);
-const SSH: Duration = Duration::from_secs(180);
 const EXIT: Duration = Duration::from_secs(120);
-
-trait OrFail<T> {
-    fn or_fail(self) -> T;
-}
-
-impl<T> OrFail<T> for Result<T, VmError> {
-    fn or_fail(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let d = out_dir().join("test-work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn test_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "corral-test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(st.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    (key, public.trim().to_owned())
-}
 
 fn run_host(program: &str, args: &[&str]) {
     let st = Command::new(program)
@@ -71,48 +45,6 @@ fn nocloud_drive(dir: &Path, user_data: &str) -> PathBuf {
     img
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn ssh(vm: &Vm, key: &Path, command: &str) -> Out {
-    let out = vm.ssh("corral", key, command, SSH).or_fail();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ssh_ok(vm: &Vm, key: &Path, command: &str) -> String {
-    let o = ssh(vm, key, command);
-    assert!(
-        o.ok,
-        "{}",
-        vm.fail(format!("ssh {command:?} failed:\n{}{}", o.stdout, o.stderr))
-    );
-    o.stdout
-}
-
-fn assert_output_contains(vm: &Vm, needle: &str) {
-    if !vm.output().contains(needle) {
-        panic!(
-            "{}",
-            vm.fail(format!("the console never showed {needle:?}"))
-        );
-    }
-}
-
-fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
-    let wrapped = format!(
-        "(i=0; until {command}; do i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done)",
-        timeout.as_secs()
-    );
-    vm.run_ok(&wrapped, timeout + CMD).or_fail()
-}
-
 fn boot(cfg: &VmConfig) -> Vm {
     let mut vm = Vm::boot(cfg, None, &out_dir().join("test-logs")).or_fail();
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
@@ -125,10 +57,7 @@ fn config_layers_live_changes_and_recovery() {
     let dir = work_dir("config");
     let (key, public) = test_key(&dir);
     let disk = dir.join("state.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(512 << 20)
-        .unwrap();
+    blank_disk(&disk, 512);
     // The only SSH key is on the config drive: the embedded defaults have
     // none, so logging in at all proves the drive was read.
     let drive = nocloud_drive(

@@ -7,23 +7,15 @@
 
 use std::time::Duration;
 
-use corral_qemu::{out_dir, Overlay, Vm, VmConfig, VmError};
+use corral_qemu::{out_dir, Overlay, Vm, VmConfig};
+
+mod common;
+use common::{OrFail, CMD};
 
 const BOOT: Duration = Duration::from_secs(180);
-const CMD: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(120);
 
 const SYSD_READY: &str = "sysd: ready: ";
-
-trait OrFail<T> {
-    fn or_fail(self) -> T;
-}
-
-impl<T> OrFail<T> for Result<T, VmError> {
-    fn or_fail(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e}"))
-    }
-}
 
 const CONFIG: &str = r#"
 [services.setup]

@@ -6,80 +6,16 @@
 //!
 //! Run with `make boot-test` (which builds out/ first).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig, VmError};
+use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig};
+
+mod common;
+use common::{blank_disk, eventually, ssh_ok, test_key, work_dir, OrFail, CMD};
 
 const BOOT: Duration = Duration::from_secs(240);
-const CMD: Duration = Duration::from_secs(60);
-const SSH: Duration = Duration::from_secs(180);
 const EXIT: Duration = Duration::from_secs(120);
-
-trait OrFail<T> {
-    fn or_fail(self) -> T;
-}
-
-impl<T> OrFail<T> for Result<T, VmError> {
-    fn or_fail(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-/// A fresh ed25519 key pair for the test user; returns the private key's
-/// path and the public key line.
-fn test_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("id_ed25519");
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "corral-test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(st.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    (key, public.trim().to_owned())
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let d = out_dir().join("test-work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A raw disk of `mib` MiB, all zero (sparse).
-fn blank_disk(path: &Path, mib: u64) {
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(mib << 20).unwrap();
-}
-
-fn ssh_ok(vm: &Vm, key: &Path, command: &str) -> String {
-    let out = vm.ssh("corral", key, command, SSH).or_fail();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        vm.fail(format!(
-            "ssh {command:?}: {}\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    );
-    text
-}
-
-/// Runs `command` on the console until it succeeds (services come up in
-/// the background), returning its output.
-fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
-    let wrapped = format!(
-        "(i=0; until {command}; do i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done)",
-        timeout.as_secs()
-    );
-    vm.run_ok(&wrapped, timeout + CMD).or_fail()
-}
 
 /// `corral system ps` once the five system services are all up.
 fn services_up(vm: &mut Vm) -> String {
