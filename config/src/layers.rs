@@ -512,7 +512,18 @@ pub fn cmdline_layer(params: &[(String, Option<String>)], below: &[Layer]) -> (L
             }
         }
         pending = failed.iter().map(|(k, r, _)| (*k, *r)).collect();
-        if pending.is_empty() || !progress {
+        if pending.is_empty() {
+            break;
+        }
+        if !progress {
+            // Settings that only hold together (dhcp = false with the
+            // addresses that replace it): all the rest at once.
+            if let Some(layer) = set_together(&stack, index, &pending) {
+                if let Some(slot) = stack.get_mut(index) {
+                    *slot = layer;
+                }
+                failed.clear();
+            }
             break;
         }
     }
@@ -534,6 +545,27 @@ pub fn cmdline_layer(params: &[(String, Option<String>)], below: &[Layer]) -> (L
         .pop()
         .unwrap_or_else(|| Layer::empty(LayerKind::Cmdline, ORIGIN));
     (layer, warnings)
+}
+
+/// Sets every `(key, raw)` in the layer at `index` at once, each value
+/// typed on its own (the first candidate the schema takes), and returns
+/// the layer if the whole stack is then valid.
+fn set_together(stack: &[Layer], index: usize, settings: &[(&str, &str)]) -> Option<Layer> {
+    let layer = stack.get(index)?;
+    let mut text = layer.text.clone();
+    for (key, raw) in settings {
+        let path = parse_key(key).ok()?;
+        text = candidates(raw).into_iter().find_map(|v| {
+            let t = edit_text(&text, &path, Some(&v)).ok()?;
+            Layer::parse(layer.kind, &layer.origin, &t).ok().map(|_| t)
+        })?;
+    }
+    let new = Layer::parse(layer.kind, &layer.origin, &text).ok()?;
+    let mut trial = stack.to_vec();
+    if let Some(slot) = trial.get_mut(index) {
+        *slot = new.clone();
+    }
+    merge(&trial).ok().map(|_| new)
 }
 
 /// Which layer gives each key of the merged config its value.
@@ -820,6 +852,27 @@ mod tests {
         let c = merge(&[l]).unwrap().config;
         assert_eq!(c.network.interfaces["eth1"].mtu, Some(9000));
         assert_eq!(c.hostname.unwrap().as_str(), "last");
+        // Two settings that only hold together: DHCP to a static address.
+        let below = [layer(
+            LayerKind::Defaults,
+            "[network.interfaces.eth0]\ndhcp = true\n",
+        )];
+        let params: Vec<(String, Option<String>)> = vec![
+            ("network.interfaces.eth0.dhcp".into(), Some("false".into())),
+            (
+                "network.interfaces.eth0.addresses".into(),
+                Some("10.0.0.2/24".into()),
+            ),
+        ];
+        let (l, warnings) = cmdline_layer(&params, &below);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mut stack = below.to_vec();
+        stack.push(l);
+        let c = merge(&stack).unwrap().config;
+        assert_eq!(
+            c.network.interfaces["eth0"].addresses[0].to_string(),
+            "10.0.0.2/24"
+        );
     }
 
     #[test]

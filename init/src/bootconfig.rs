@@ -64,20 +64,24 @@ pub fn defaults() -> (Option<Layer>, String) {
 
 impl Layers {
     /// The stack in order, with the command line's settings checked over
-    /// what is below them. `quiet` skips logging (the first pass, before
-    /// the state disk, would repeat every warning).
+    /// what is below them. The config drive is left out (and said so) only
+    /// when no stack with it, command line included, is valid. `quiet`
+    /// skips logging (the first pass, before the state disk, would repeat
+    /// every warning).
     pub fn stack(&self, quiet: bool) -> (Vec<Layer>, Vec<String>) {
-        let mut stack: Vec<Layer> = [&self.defaults, &self.state]
+        let base: Vec<Layer> = [&self.defaults, &self.state]
             .into_iter()
             .flatten()
             .cloned()
             .collect();
         let mut notes = Vec::new();
+        let mut chosen = None;
         if let Some(drive) = &self.drive {
-            let mut trial = stack.clone();
-            trial.push(drive.clone());
-            match layers::merge(&trial) {
-                Ok(_) => stack = trial,
+            let mut with_drive = base.clone();
+            with_drive.push(drive.clone());
+            let (stack, warnings) = self.with_cmdline(with_drive);
+            match layers::merge(&stack) {
+                Ok(_) => chosen = Some((stack, warnings)),
                 Err(e) => {
                     if !quiet {
                         error!("config drive: {e}; its settings are ignored");
@@ -86,19 +90,27 @@ impl Layers {
                 }
             }
         }
-        if !self.params.is_empty() {
-            let (layer, warnings) = layers::cmdline_layer(&self.params, &stack);
-            for w in &warnings {
-                if !quiet {
-                    warn!("kernel command line: {w}");
-                }
-                notes.push(format!("cmdline: {w}"));
+        let (stack, warnings) = chosen.unwrap_or_else(|| self.with_cmdline(base));
+        for w in &warnings {
+            if !quiet {
+                warn!("kernel command line: {w}");
             }
-            if !layer.is_empty() {
-                stack.push(layer);
-            }
+            notes.push(format!("cmdline: {w}"));
         }
         (stack, notes)
+    }
+
+    /// `below` with the command line's layer on top (if it sets anything),
+    /// and the warnings about the parameters it could not use.
+    fn with_cmdline(&self, mut below: Vec<Layer>) -> (Vec<Layer>, Vec<String>) {
+        if self.params.is_empty() {
+            return (below, Vec::new());
+        }
+        let (layer, warnings) = layers::cmdline_layer(&self.params, &below);
+        if !layer.is_empty() {
+            below.push(layer);
+        }
+        (below, warnings)
     }
 
     /// The merged config. Every layer in the stack was checked against the
@@ -159,11 +171,17 @@ pub fn state_layer_at(
         if alone.is_ok() {
             return Ok(l);
         }
-        let mut whole = base;
-        whole.extend(found.drive.iter().cloned());
-        let (cmdline, _) = layers::cmdline_layer(&found.params, &whole);
-        whole.push(cmdline);
-        match layers::merge(&whole) {
+        // The same stack init will boot with (drive dropped only if it
+        // cannot fit), so a file accepted here is never left without the
+        // layers it needs.
+        let with = Layers {
+            defaults: found.defaults.clone(),
+            state: Some(l.clone()),
+            drive: found.drive.clone(),
+            params: found.params.clone(),
+            status: Vec::new(),
+        };
+        match layers::merge(&with.stack(true).0) {
             Ok(_) => Ok(l),
             Err(_) => alone.map(|_| l),
         }
@@ -342,28 +360,31 @@ fn read_drive(dev: &Path, fs: &DriveFs) -> (Option<Layer>, String) {
         return (None, format!("drive: {d}: cannot mount: {e}"));
     }
     let path = Path::new(DRIVE_MOUNT).join("user-data");
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     let read = File::open(&path)
-        .and_then(|f| f.take(USER_DATA_MAX + 1).read_to_string(&mut text))
+        .and_then(|f| f.take(USER_DATA_MAX + 1).read_to_end(&mut bytes))
         .and_then(|n| {
             if n as u64 > USER_DATA_MAX {
-                Err(std::io::Error::other(format!(
+                return Err(std::io::Error::other(format!(
                     "it is larger than {} KiB; a config is a few KiB",
                     USER_DATA_MAX / 1024
-                )))
-            } else {
-                Ok(n)
+                )));
             }
+            String::from_utf8(std::mem::take(&mut bytes))
+                .map_err(|_| std::io::Error::other("it is not UTF-8 text"))
         });
     if let Err(e) = nix::mount::umount(DRIVE_MOUNT) {
         warn!("config drive {d}: unmounting: {e}");
     }
     let _ = std::fs::remove_dir(DRIVE_MOUNT);
     let origin = format!("{d}:user-data");
-    if let Err(e) = read {
-        error!("config drive {d}: cannot read user-data: {e}");
-        return (None, format!("drive: {d}: no user-data: {e}"));
-    }
+    let text = match read {
+        Ok(t) => t,
+        Err(e) => {
+            error!("config drive {d}: cannot read user-data: {e}");
+            return (None, format!("drive: {d}: no user-data: {e}"));
+        }
+    };
     match parse_user_data(&text, &origin) {
         Ok(layer) => {
             info!("config drive {d}: user-data laid over the saved config");
@@ -575,6 +596,27 @@ mod tests {
         // Without the drive it is broken.
         let (layer, status) = state_layer_at(&saved, &last, &run, &Layers::default());
         assert!(layer.is_none(), "{status}");
+    }
+
+    #[test]
+    fn the_drive_stays_when_the_saved_config_needs_the_command_line() {
+        let l = Layers {
+            state: Some(
+                Layer::parse(
+                    LayerKind::State,
+                    "s",
+                    "[network.interfaces.eth1]\nmtu = 9000\n",
+                )
+                .unwrap(),
+            ),
+            drive: Some(Layer::parse(LayerKind::Drive, "d", "hostname = \"drive\"\n").unwrap()),
+            params: vec![("network.interfaces.eth1.dhcp".into(), None)],
+            ..Default::default()
+        };
+        let (stack, merged, notes) = l.merged(true);
+        assert_eq!(stack.len(), 3, "{notes:?}");
+        assert_eq!(merged.config.hostname.unwrap().as_str(), "drive");
+        assert_eq!(merged.config.network.interfaces["eth1"].mtu, Some(9000));
     }
 
     #[test]

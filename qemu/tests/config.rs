@@ -161,6 +161,15 @@ fn config_layers_live_changes_and_recovery() {
         "{out}"
     );
     assert!(out.contains("search corral.example lab.example"), "{out}");
+    // An interface's settings: the MTU changes under the SSH session, and
+    // DHCP gives the address back.
+    let out = ssh_ok(
+        &vm,
+        &key,
+        "sudo corral config set network.interfaces.eth0.dhcp true && sudo corral config set network.interfaces.eth0.mtu 1400 && for i in $(seq 30); do grep -q 1400 /sys/class/net/eth0/mtu && ip -4 addr show eth0 | grep -q 10.0.2.15 && break; sleep 1; done; cat /sys/class/net/eth0/mtu; ip -4 addr show eth0",
+    );
+    assert!(out.contains("\n1400\n"), "{out}");
+    assert!(out.contains("10.0.2.15/24"), "{out}");
     // Live: a sysctl, and a service off and on again.
     let out = ssh_ok(
         &vm,
@@ -246,6 +255,18 @@ fn config_layers_live_changes_and_recovery() {
     let out = ssh_ok(&vm, &key, "sudo corral config set console.autologin false");
     assert!(out.contains("the console service was restarted"), "{out}");
     vm.wait_for("live-2 login: ", CMD).or_fail();
+    // With the console locked, turning SSH off too would shut everyone out.
+    let o = ssh(
+        &vm,
+        &key,
+        "sudo corral config set services.ssh.enabled false",
+    );
+    assert!(
+        !o.ok && o.stderr.contains("nobody could log in"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
     ssh_ok(&vm, &key, "sudo corral config unset console.autologin");
     vm.shell_changed();
     vm.sync_shell(CMD).or_fail();

@@ -308,7 +308,16 @@ async fn edit(client: &Client) -> Result<i32> {
                 kept.join("config.toml").display()
             );
         }
-        let text = std::fs::read_to_string(&path)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                let kept = dir.keep();
+                bail!(
+                    "cannot read the edited file ({e}); nothing was saved (it is {})",
+                    kept.join("config.toml").display()
+                );
+            }
+        };
         if text == original {
             println!("no change");
             return Ok(0);
@@ -328,9 +337,13 @@ async fn edit(client: &Client) -> Result<i32> {
                 eprintln!("{shown}");
                 eprint!("Edit again? [Y/n] ");
                 let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if answer.trim().eq_ignore_ascii_case("n") || answer.is_empty() {
-                    eprintln!("nothing was saved");
+                let read = std::io::stdin().lock().read_line(&mut answer);
+                if read.is_err() || answer.trim().eq_ignore_ascii_case("n") || answer.is_empty() {
+                    let kept = dir.keep();
+                    eprintln!(
+                        "nothing was saved; your edit is kept in {}",
+                        kept.join("config.toml").display()
+                    );
                     return Ok(1);
                 }
             }

@@ -137,11 +137,19 @@ fn stack(saved: &str) -> Result<(Vec<Layer>, usize), ChangeError> {
 
 impl Manager {
     pub async fn change(&self, change: Change) -> Result<Report, ChangeError> {
-        let _guard = self.lock.lock().await;
+        // One at a time; a second change is told rather than queued (it
+        // would wait behind a change that may be starting services).
+        let _guard = self.lock.try_lock().map_err(|_| {
+            ChangeError::Conflict(
+                "another config change is still being applied; try again when it is done".into(),
+            )
+        })?;
         let saved = saved_text()?;
+        let mut unparsable = false;
         let (stack, index) = match (&change, stack(&saved)) {
             // An edit may repair a file that no longer parses.
             (Change::Replace { .. }, Err(ChangeError::Conflict(_))) => {
+                unparsable = true;
                 let (mut s, i) = stack("")?;
                 if let Some(slot) = s.get_mut(i) {
                     *slot = Layer::empty(LayerKind::State, PERSISTED_PATH);
@@ -156,7 +164,16 @@ impl Manager {
             .unwrap_or_else(|| Layer::empty(LayerKind::State, PERSISTED_PATH));
         // What runs now. A saved file that breaks a rule (edited by hand
         // since the boot) must not block the edit that repairs it.
-        let old = match layers::merge(&stack) {
+        let merged_now = if unparsable {
+            // What runs is what was published, not the stack without the
+            // saved layer.
+            Err(ChangeError::Conflict(
+                "the saved config does not parse".into(),
+            ))
+        } else {
+            layers::merge(&stack).map_err(ChangeError::from)
+        };
+        let old = match merged_now {
             Ok(m) => m.config,
             Err(e) => match (&change, Config::load(Path::new(EFFECTIVE_PATH))) {
                 (Change::Replace { .. }, Ok(running)) => running,
@@ -208,7 +225,8 @@ impl Manager {
             report.unchanged = true;
             return Ok(report);
         }
-        if new_layer.table().get("state") != old_layer.table().get("state") {
+        let new_state = new_layer.table().get("state");
+        if new_state.is_some() && new_state != old_layer.table().get("state") {
             return Err(invalid(
                 "state",
                 "the state disk is found before its own config is read, so [state] saved on it \
@@ -222,21 +240,39 @@ impl Manager {
             *slot = new_layer.clone();
         }
         let merged = layers::merge(&new_stack)?;
+        if let (None, Some(why)) = (locked_out(&old), locked_out(&merged.config)) {
+            return Err(ChangeError::Conflict(format!(
+                "refused: {why}. Give another way in first (ssh.authorized-keys, or \
+                 console.autologin = true); a config drive or the kernel command line \
+                 can lock the console deliberately"
+            )));
+        }
         // Kernel parameters first, before anything is saved: one the
         // kernel refuses (no such parameter, a bad value, read-only) would
         // fail at every boot, so the change is refused while the user is
         // looking, and the ones already written are put back.
         let sysctls = write_sysctls(&old, &merged.config)?;
-        fsutil::write_atomic(
+        if let Err(e) = fsutil::write_atomic(
             Path::new(PERSISTED_PATH),
             new_layer.text.as_bytes(),
             0o600,
             true,
-        )
-        .map_err(|e| {
-            undo_sysctls(&sysctls);
-            ChangeError::Io(format!("cannot write {PERSISTED_PATH}: {e}"))
-        })?;
+        ) {
+            // The rename may have happened with only the directory's fsync
+            // failing: then the change is saved (if perhaps not durable)
+            // and must be applied like any other.
+            let now = std::fs::read_to_string(PERSISTED_PATH).ok();
+            if now.as_deref() != Some(new_layer.text.as_str()) {
+                undo_sysctls(&sysctls);
+                return Err(ChangeError::Io(format!(
+                    "cannot write {PERSISTED_PATH}: {e}"
+                )));
+            }
+            report.errors.push(format!(
+                "{PERSISTED_PATH} was replaced, but syncing it to the disk failed ({e}): \
+                 a power cut now could lose this change"
+            ));
+        }
         info!("config: {PERSISTED_PATH} changed ({})", keys.join(", "));
         report.applied.extend(
             sysctls
@@ -257,9 +293,6 @@ impl Manager {
                 }
             }
         }
-        if let Some(note) = locked_out(&merged.config) {
-            report.notes.push(note);
-        }
         apply(&self.engine, &old, &merged.config, &mut report).await;
         Ok(report)
     }
@@ -270,11 +303,7 @@ fn invalid(key: &str, message: String) -> ChangeError {
 }
 
 /// A sysctl written live: its name, the value it had, the new value.
-type Written = (
-    corral_config::SysctlKey,
-    Option<String>,
-    corral_config::SysctlValue,
-);
+type Written = (corral_config::SysctlKey, String, corral_config::SysctlValue);
 
 /// Writes the kernel parameters that changed; on the first refusal puts
 /// back the ones written and returns why.
@@ -291,15 +320,16 @@ fn write_sysctls(old: &Config, new: &Config) -> Result<Vec<Written>, ChangeError
                 path.display()
             ))
         } else {
-            let before = std::fs::read_to_string(&path)
-                .ok()
-                .map(|v| v.trim_end().to_owned());
-            match corral_config::system::write_sysctl(key, value) {
-                Ok(()) => {
-                    written.push((key.clone(), before, value.clone()));
-                    None
-                }
-                Err(e) => Some(format!("the kernel refused {value:?}: {e}")),
+            // Read first, so a refusal later can put it back.
+            match std::fs::read_to_string(&path) {
+                Err(e) => Some(format!("cannot read its current value: {e}")),
+                Ok(before) => match corral_config::system::write_sysctl(key, value) {
+                    Ok(()) => {
+                        written.push((key.clone(), before.trim_end().to_owned(), value.clone()));
+                        None
+                    }
+                    Err(e) => Some(format!("the kernel refused {value:?}: {e}")),
+                },
             }
         };
         if let Some(message) = refused {
@@ -312,30 +342,29 @@ fn write_sysctls(old: &Config, new: &Config) -> Result<Vec<Written>, ChangeError
 
 fn undo_sysctls(written: &[Written]) {
     for (key, before, _) in written.iter().rev() {
-        if let Some(v) = before {
-            if let Err(e) = std::fs::write(key.proc_path(), v) {
-                warn!("putting back sysctl {key} = {v}: {e}");
-            }
+        if let Err(e) = std::fs::write(key.proc_path(), before) {
+            warn!("putting back sysctl {key} = {before}: {e}");
         }
     }
 }
 
-/// Whether the config leaves no way in: the console asks for a login
-/// (no account has a password) and SSH has no key or is off.
+/// Why the config leaves no way in, if it does: the console is off or
+/// asks for a login (no account has a password), and SSH is off or has
+/// no key.
 fn locked_out(c: &Config) -> Option<String> {
-    if c.console.autologin {
-        return None;
-    }
-    let ssh_on = service::merged(&c.services)
-        .iter()
-        .any(|(name, def)| name.as_str() == "ssh" && def.is_enabled());
-    if ssh_on && !c.ssh.authorized_keys.is_empty() {
+    let all = service::merged(&c.services);
+    let enabled = |n: &str| {
+        all.iter()
+            .any(|(name, d)| name.as_str() == n && d.is_enabled())
+    };
+    let console = enabled("console") && c.console.autologin;
+    let ssh = enabled("ssh") && !c.ssh.authorized_keys.is_empty();
+    if console || ssh {
         return None;
     }
     Some(
-        "nobody can log in now: the console asks for a login (console.autologin = false) \
-         and SSH has no key or is disabled; set ssh.authorized-keys or console.autologin = true \
-         (from the kernel command line if need be: corral.console.autologin=true)"
+        "with it nobody could log in: the console is disabled or asks for a login \
+         (no account has a password), and SSH is disabled or has no key"
             .into(),
     )
 }
@@ -423,6 +452,17 @@ async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Re
 /// the config lists, and does not know what an earlier run set.
 fn network_leftovers(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if old.network.interfaces.is_empty() && !new.network.interfaces.is_empty() {
+        // Without a list every ethernet interface had DHCP; those not
+        // listed now keep their lease.
+        for name in ethernet_links() {
+            if !new.network.interfaces.contains_key(name.as_str()) {
+                out.push(format!(
+                    "{name}: no longer configured; its DHCP address stays until the next boot"
+                ));
+            }
+        }
+    }
     for (name, before) in &old.network.interfaces {
         let key = format!("network.interfaces.{name}");
         let Some(now) = new.network.interfaces.get(name) else {
@@ -436,12 +476,31 @@ fn network_leftovers(old: &Config, new: &Config) -> Vec<String> {
                 out.push(format!("{key}: {a} is removed at the next boot"));
             }
         }
+        if before.mtu.is_some() && now.mtu.is_none() {
+            out.push(format!(
+                "{key}.mtu: the current MTU stays until the next boot"
+            ));
+        }
         if before.gateway.is_some() && now.gateway.is_none() {
             out.push(format!(
                 "{key}.gateway: the default route stays until the next boot"
             ));
         }
     }
+    out
+}
+
+/// The ethernet interfaces (ARPHRD_ETHER, type 1) the kernel has.
+fn ethernet_links() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("type")).is_ok_and(|t| t.trim() == "1"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
     out
 }
 
@@ -489,7 +548,19 @@ async fn apply_services(
             )
         })
         .collect();
-    crate::services::start(engine, &plan).await;
+    // An onboot entry that never ends would hold the change (and every
+    // later one) forever: what is still starting after this goes on
+    // without the change waiting for it.
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    if tokio::time::timeout(LIMIT, crate::services::start(engine, &plan))
+        .await
+        .is_err()
+    {
+        report.errors.push(format!(
+            "services: still starting after {} s; see corral system ps",
+            LIMIT.as_secs()
+        ));
+    }
     let mut changed = Vec::new();
     for (name, old_id) in before {
         let now = engine.by_name(name.as_str()).filter(|c| c.1).map(|c| c.0);
@@ -511,6 +582,27 @@ async fn apply_services(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_nobody_can_log_in_with_is_recognised() {
+        let c = |text: &str| Config::parse(text, "t").unwrap();
+        assert_eq!(
+            locked_out(&Config::default()),
+            None,
+            "the console's root shell"
+        );
+        let key = "[ssh]\nauthorized-keys = [\"ssh-ed25519 AAAAC3Nza k\"]\n";
+        assert_eq!(
+            locked_out(&c(&format!("[console]\nautologin = false\n{key}"))),
+            None
+        );
+        assert!(locked_out(&c("[console]\nautologin = false\n")).is_some());
+        assert!(locked_out(&c(&format!(
+            "[console]\nautologin = false\n[services.ssh]\nenabled = false\n{key}"
+        )))
+        .is_some());
+        assert!(locked_out(&c("[services.console]\nenabled = false\n")).is_some());
+    }
 
     #[test]
     fn changes_travel_as_tagged_json() {

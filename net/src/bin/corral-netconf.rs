@@ -260,7 +260,12 @@ fn hook(event: &str) -> Result<()> {
                 .and_then(|m| m.parse().ok())
                 .or_else(|| env("subnet").and_then(|s| prefix_of(&s)))
                 .unwrap_or(24);
-            let mtu = env("mtu").and_then(|m| m.parse().ok());
+            // The config's MTU wins over the one the DHCP server offers.
+            let mtu = config
+                .interfaces
+                .get(name.as_str())
+                .and_then(|i| i.mtu)
+                .or_else(|| env("mtu").and_then(|m| m.parse().ok()));
             let router: Option<IpAddr> = env("router")
                 .and_then(|r| r.split_whitespace().next().and_then(|r| r.parse().ok()));
             nl.set_up(&link, mtu)?;
