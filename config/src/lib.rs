@@ -198,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_example_of_every_key_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("### Every key")
+            .nth(1)
+            .expect("README has an \"Every key\" section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        let c = Config::parse(block, "README.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.network.interfaces["eth0"].addresses.len(), 2);
+        assert_eq!(c.sysctl.len(), 2);
+        assert!(!c.services[&"udev".parse::<ServiceName>().unwrap()].is_enabled());
+    }
+
+    #[test]
     fn full_init_section() {
         let c = Config::parse(
             r#"
