@@ -568,6 +568,73 @@ fn set_together(stack: &[Layer], index: usize, settings: &[(&str, &str)]) -> Opt
     merge(&trial).ok().map(|_| new)
 }
 
+/// The file a layer is published as in the run directory.
+fn published_name(kind: LayerKind) -> String {
+    format!("{}.toml", kind.name())
+}
+
+/// Writes the running system's view into `dir` (/run/corral/config): each
+/// layer of `stack` as `<layer>.toml` (removing those of layers not in
+/// it) and the merged text as `effective.toml`, each replaced atomically.
+/// Returns what could not be written.
+pub fn publish(dir: &std::path::Path, stack: &[Layer], effective: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644, false) {
+            errors.push(format!("cannot write {}: {e}", path.display()));
+        }
+    };
+    for kind in LayerKind::ALL {
+        let name = published_name(kind);
+        match stack.iter().find(|l| l.kind == kind) {
+            Some(l) => write(&name, &l.text),
+            None => {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+    }
+    write("effective.toml", effective);
+    errors
+}
+
+/// The layers [`publish`]ed in `dir`, lowest first, with `state` in place
+/// of the published state layer when given. Without published defaults
+/// (outside a running Corral) the shipped file is used, if there. A file
+/// that does not parse is left out and its error returned.
+pub fn published(dir: &std::path::Path, state: Option<Layer>) -> (Vec<Layer>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut read = |kind: LayerKind, path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        Layer::parse(kind, &path.display().to_string(), &text)
+            .map_err(|e| errors.push(e))
+            .ok()
+    };
+    let mut stack = Vec::new();
+    let defaults = read(
+        LayerKind::Defaults,
+        &dir.join(published_name(LayerKind::Defaults)),
+    )
+    .or_else(|| {
+        read(
+            LayerKind::Defaults,
+            std::path::Path::new(crate::DEFAULT_PATH),
+        )
+    });
+    stack.extend(defaults);
+    match state {
+        Some(l) => stack.push(l),
+        None => stack.extend(read(
+            LayerKind::State,
+            &dir.join(published_name(LayerKind::State)),
+        )),
+    }
+    for kind in [LayerKind::Drive, LayerKind::Cmdline] {
+        stack.extend(read(kind, &dir.join(published_name(kind))));
+    }
+    (stack, errors)
+}
+
 /// Which layer gives each key of the merged config its value.
 pub fn provenance(layers: &[Layer]) -> BTreeMap<String, LayerKind> {
     let mut out = BTreeMap::new();
@@ -816,6 +883,33 @@ mod tests {
         )];
         let l = set_in_stack(&stack, 0, "sysctl.vm.swappiness", "20").unwrap();
         assert_eq!(l.text, "sysctl = { \"vm.swappiness\" = 20 }\n");
+    }
+
+    #[test]
+    fn published_layers_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack = [
+            layer(LayerKind::Defaults, "hostname = \"a\"\n"),
+            layer(LayerKind::Drive, "hostname = \"c\"\n"),
+        ];
+        std::fs::write(dir.path().join("cmdline.toml"), "stale").unwrap();
+        assert!(publish(dir.path(), &stack, "hostname = \"c\"\n").is_empty());
+        assert!(
+            !dir.path().join("cmdline.toml").exists(),
+            "a layer not in use is removed"
+        );
+        let state = layer(LayerKind::State, "hostname = \"b\"\n");
+        let (read, errors) = published(dir.path(), Some(state));
+        assert!(errors.is_empty(), "{errors:?}");
+        let kinds: Vec<LayerKind> = read.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [LayerKind::Defaults, LayerKind::State, LayerKind::Drive]
+        );
+        std::fs::write(dir.path().join("drive.toml"), "hostname = 1").unwrap();
+        let (read, errors) = published(dir.path(), None);
+        assert_eq!(read.len(), 1);
+        assert_eq!(errors.len(), 1);
     }
 
     #[test]

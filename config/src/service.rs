@@ -21,12 +21,10 @@ use crate::types::{Duration, InvalidValue};
 #[serde(try_from = "String", into = "String")]
 pub struct ServiceName(String);
 
+crate::types::validated_string!(ServiceName);
+
 impl ServiceName {
     pub const MAX_LEN: usize = 63;
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl TryFrom<String> for ServiceName {
@@ -57,25 +55,6 @@ impl TryFrom<String> for ServiceName {
             )));
         }
         Ok(Self(s))
-    }
-}
-
-impl FromStr for ServiceName {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::try_from(s.to_owned())
-    }
-}
-
-impl From<ServiceName> for String {
-    fn from(n: ServiceName) -> Self {
-        n.0
-    }
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -20,6 +20,40 @@ impl InvalidValue {
     }
 }
 
+/// The conversions every validated string type shares, given its
+/// `TryFrom<String>` (which holds the rules): `as_str`, `FromStr`, back
+/// into a `String`, and `Display`.
+macro_rules! validated_string {
+    ($t:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $crate::types::InvalidValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> Self {
+                v.0
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use validated_string;
+
 /// A host name as the kernel accepts it (at most 64 bytes, `HOST_NAME_MAX`)
 /// and as RFC 1123 allows it: dot-separated labels of 1–63 letters, digits
 /// and hyphens, not starting or ending with a hyphen.
@@ -27,12 +61,10 @@ impl InvalidValue {
 #[serde(try_from = "String", into = "String")]
 pub struct Hostname(String);
 
+validated_string!(Hostname);
+
 impl Hostname {
     pub const MAX_LEN: usize = 64;
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl TryFrom<String> for Hostname {
@@ -75,26 +107,6 @@ impl TryFrom<String> for Hostname {
             }
         }
         Ok(Self(s))
-    }
-}
-
-impl FromStr for Hostname {
-    type Err = InvalidValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::try_from(s.to_owned())
-    }
-}
-
-impl From<Hostname> for String {
-    fn from(h: Hostname) -> Self {
-        h.0
-    }
-}
-
-impl fmt::Display for Hostname {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -285,11 +297,7 @@ impl fmt::Display for Cidr {
 #[serde(try_from = "String", into = "String")]
 pub struct InterfaceName(String);
 
-impl InterfaceName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+validated_string!(InterfaceName);
 
 impl TryFrom<String> for InterfaceName {
     type Error = InvalidValue;
@@ -309,29 +317,9 @@ impl TryFrom<String> for InterfaceName {
     }
 }
 
-impl FromStr for InterfaceName {
-    type Err = InvalidValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::try_from(s.to_owned())
-    }
-}
-
-impl From<InterfaceName> for String {
-    fn from(n: InterfaceName) -> Self {
-        n.0
-    }
-}
-
 impl std::borrow::Borrow<str> for InterfaceName {
     fn borrow(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Display for InterfaceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -343,11 +331,9 @@ impl fmt::Display for InterfaceName {
 #[serde(try_from = "String", into = "String")]
 pub struct SysctlKey(String);
 
-impl SysctlKey {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+validated_string!(SysctlKey);
 
+impl SysctlKey {
     /// The file under /proc/sys.
     pub fn proc_path(&self) -> std::path::PathBuf {
         let rel: Vec<String> = self.0.split('.').map(|p| p.replace('/', ".")).collect();
@@ -373,18 +359,6 @@ impl TryFrom<String> for SysctlKey {
             )));
         }
         Ok(Self(s))
-    }
-}
-
-impl From<SysctlKey> for String {
-    fn from(k: SysctlKey) -> Self {
-        k.0
-    }
-}
-
-impl fmt::Display for SysctlKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -26,15 +26,13 @@ const CIDATA: &str = "cidata";
 const DRIVE_MOUNT: &str = "/run/corral/cidata";
 const USER_DATA_MAX: u64 = 1 << 20;
 
-/// The layers found so far and what happened to them.
+/// The layers found so far, and the kernel command line's settings.
 #[derive(Debug, Default)]
 pub struct Layers {
     pub defaults: Option<Layer>,
     pub state: Option<Layer>,
     pub drive: Option<Layer>,
     pub params: Vec<(String, Option<String>)>,
-    /// One line per layer, for /run/corral/config/status.
-    pub status: Vec<String>,
 }
 
 /// The embedded defaults. A broken file is reported and replaced by the
@@ -179,7 +177,6 @@ pub fn state_layer_at(
             state: Some(l.clone()),
             drive: found.drive.clone(),
             params: found.params.clone(),
-            status: Vec::new(),
         };
         match layers::merge(&with.stack(true).0) {
             Ok(_) => Ok(l),
@@ -326,7 +323,7 @@ pub fn identify_drive(head: &[u8]) -> Option<DriveFs> {
 
 /// The first config drive among the block devices, and its user-data.
 pub fn drive_layer() -> (Option<Layer>, String) {
-    for name in crate::state::block_devices(true) {
+    for (name, _) in crate::state::block_devices(true) {
         let dev = PathBuf::from(format!("/dev/{name}"));
         let mut head = Vec::with_capacity(0x8800);
         let read = File::open(&dev).and_then(|f| f.take(0x8800).read_to_end(&mut head));
@@ -431,23 +428,20 @@ pub fn publish(stack: &[Layer], merged: &Merged, status: &[String]) {
         error!("cannot create {RUN_DIR}: {e}");
         return;
     }
-    let write = |name: &str, text: &str| {
-        let path = Path::new(RUN_DIR).join(name);
-        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes(), 0o644, false) {
-            error!("cannot write {}: {e}", path.display());
-        }
-    };
-    for kind in LayerKind::ALL {
-        let name = format!("{}.toml", kind.name());
-        match stack.iter().find(|l| l.kind == kind) {
-            Some(l) => write(&name, &l.text),
-            None => {
-                let _ = std::fs::remove_file(Path::new(RUN_DIR).join(name));
-            }
-        }
+    let dir = Path::new(RUN_DIR);
+    let mut errors = layers::publish(dir, stack, &merged.text);
+    let status_file = dir.join("status");
+    if let Err(e) = fsutil::write_atomic(
+        &status_file,
+        (status.join("\n") + "\n").as_bytes(),
+        0o644,
+        false,
+    ) {
+        errors.push(format!("cannot write {}: {e}", status_file.display()));
     }
-    write("effective.toml", &merged.text);
-    write("status", &(status.join("\n") + "\n"));
+    for e in errors {
+        error!("{e}");
+    }
 }
 
 /// Sets the configured kernel parameters.
@@ -662,7 +656,6 @@ mod tests {
             state: Some(Layer::parse(LayerKind::State, "s", "hostname = \"state\"\n").unwrap()),
             drive: Some(drive),
             params: vec![("syslog.keep".into(), Some("3".into()))],
-            status: vec![],
         };
         let (stack, merged, notes) = l.merged(true);
         let kinds: Vec<LayerKind> = stack.iter().map(|l| l.kind).collect();

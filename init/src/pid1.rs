@@ -133,7 +133,6 @@ fn boot() -> (InitConfig, bool) {
         state: None,
         drive,
         params: cmdline.config.clone(),
-        status: Vec::new(),
     };
     let (_, early, _) = layers.merged(true);
     let outcome = crate::state::setup(&early.config.state);

@@ -70,23 +70,10 @@ fn read_content(dev: &Path) -> std::io::Result<Content> {
     Ok(identify(&buf, blank))
 }
 
-/// Block devices that could hold the state: disks and partitions with a
-/// size, not loop, RAM or optical devices; sorted by name.
-fn candidates() -> Vec<(String, bool)> {
-    list_block_devices(false)
-}
-
-/// The names of the block devices with a size, optical drives included
-/// when asked (a config drive may be a CD-ROM image).
-pub fn block_devices(optical: bool) -> Vec<String> {
-    list_block_devices(optical)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect()
-}
-
-/// Names, and whether each is a whole disk.
-fn list_block_devices(optical: bool) -> Vec<(String, bool)> {
+/// Block devices with a size, by name, each with whether it is a whole
+/// disk; not loop or RAM devices, and optical drives only when asked (the
+/// state never lives on one; a config drive may be a CD-ROM image).
+pub fn block_devices(optical: bool) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/sys/class/block") else {
         return out;
@@ -200,7 +187,7 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
             )),
         };
     }
-    let devices = candidates();
+    let devices = block_devices(false);
     let mut blank = None;
     for (name, whole) in &devices {
         let path = PathBuf::from(format!("/dev/{name}"));

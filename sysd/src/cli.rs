@@ -183,33 +183,10 @@ async fn config_command(client: &Client, command: ConfigCmd) -> Result<i32> {
     }
 }
 
-/// The layers init published, with `state` (if given) in place of the
-/// saved one.
+/// The layers init (and sysd) published, with `state` (if given) in
+/// place of the saved one.
 fn published_stack(state: Option<Layer>) -> Vec<Layer> {
-    let read = |kind: LayerKind| {
-        let path = Path::new(RUN_DIR).join(format!("{}.toml", kind.name()));
-        let text = std::fs::read_to_string(&path).ok()?;
-        Layer::parse(kind, &path.display().to_string(), &text).ok()
-    };
-    let mut stack = Vec::new();
-    match read(LayerKind::Defaults) {
-        Some(l) => stack.push(l),
-        // Outside a running Corral: the shipped defaults, if here.
-        None => {
-            if let Ok(t) = std::fs::read_to_string(corral_config::DEFAULT_PATH) {
-                if let Ok(l) = Layer::parse(LayerKind::Defaults, corral_config::DEFAULT_PATH, &t) {
-                    stack.push(l);
-                }
-            }
-        }
-    }
-    match state {
-        Some(l) => stack.push(l),
-        None => stack.extend(read(LayerKind::State)),
-    }
-    stack.extend(read(LayerKind::Drive));
-    stack.extend(read(LayerKind::Cmdline));
-    stack
+    layers::published(Path::new(RUN_DIR), state).0
 }
 
 /// Checks a document as the state disk's config: on its own (syntax,

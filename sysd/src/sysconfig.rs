@@ -17,9 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use corral_config::layers::{self, Layer, LayerKind};
 use corral_config::service::{self, ServiceName};
-use corral_config::{
-    fsutil, Config, ConfigError, DEFAULT_PATH, EFFECTIVE_PATH, PERSISTED_PATH, RUN_DIR,
-};
+use corral_config::{fsutil, Config, ConfigError, EFFECTIVE_PATH, PERSISTED_PATH, RUN_DIR};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
@@ -91,17 +89,6 @@ pub fn manager() -> Option<&'static Manager> {
     MANAGER.get()
 }
 
-fn read_layer(kind: LayerKind, path: &Path) -> Option<Layer> {
-    let text = std::fs::read_to_string(path).ok()?;
-    match Layer::parse(kind, &path.display().to_string(), &text) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warn!("{e}; leaving the {kind} layer out");
-            None
-        }
-    }
-}
-
 /// The saved config as it is on disk now.
 pub fn saved_text() -> Result<String, ChangeError> {
     match std::fs::read_to_string(PERSISTED_PATH) {
@@ -116,22 +103,19 @@ pub fn saved_text() -> Result<String, ChangeError> {
 /// The layers as init published them, with the state layer read from
 /// the disk. Returns the stack and the index of the state layer.
 fn stack(saved: &str) -> Result<(Vec<Layer>, usize), ChangeError> {
-    let run = Path::new(RUN_DIR);
-    let defaults = read_layer(LayerKind::Defaults, &run.join("defaults.toml"))
-        .or_else(|| read_layer(LayerKind::Defaults, Path::new(DEFAULT_PATH)));
-    let mut stack: Vec<Layer> = defaults.into_iter().collect();
     let state = Layer::parse(LayerKind::State, PERSISTED_PATH, saved).map_err(|e| {
         ChangeError::Conflict(format!(
             "the saved config does not parse ({e}); repair it with `corral config edit`"
         ))
     })?;
-    stack.push(state);
-    let index = stack.len() - 1;
-    for kind in [LayerKind::Drive, LayerKind::Cmdline] {
-        if let Some(l) = read_layer(kind, &run.join(format!("{}.toml", kind.name()))) {
-            stack.push(l);
-        }
+    let (stack, errors) = layers::published(Path::new(RUN_DIR), Some(state));
+    for e in errors {
+        warn!("{e}; leaving that layer out");
     }
+    let index = stack
+        .iter()
+        .position(|l| l.kind == LayerKind::State)
+        .unwrap_or_default();
     Ok((stack, index))
 }
 
@@ -279,7 +263,11 @@ impl Manager {
                 .iter()
                 .map(|(key, _, value)| format!("sysctl {key} = {value}")),
         );
-        publish(&new_layer, &merged.text, &mut report);
+        report.errors.extend(layers::publish(
+            Path::new(RUN_DIR),
+            &new_stack,
+            &merged.text,
+        ));
         for key in &keys {
             let Ok(path) = layers::parse_key(key) else {
                 continue;
@@ -367,21 +355,6 @@ fn locked_out(c: &Config) -> Option<String> {
          (no account has a password), and SSH is disabled or has no key"
             .into(),
     )
-}
-
-fn publish(state: &Layer, effective: &str, report: &mut Report) {
-    let run = Path::new(RUN_DIR);
-    for (name, text) in [
-        ("state.toml", state.text.as_str()),
-        ("effective.toml", effective),
-    ] {
-        let path = run.join(name);
-        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes(), 0o644, false) {
-            report
-                .errors
-                .push(format!("cannot update {}: {e}", path.display()));
-        }
-    }
 }
 
 /// The service that reads each table at start, restarted when it changes.
