@@ -82,7 +82,7 @@ unit: deps
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
 	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu \
-		--test boot --test engine --test services --test config -- --test-threads=2
+		--test boot --test engine --test services --test config --test docker -- --test-threads=2
 
 test: lint unit boot-test
 

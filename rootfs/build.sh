@@ -85,6 +85,9 @@ ln -sf e2fsck sbin/fsck.ext4
 # The network service writes the resolver config; / links to it like
 # every system image does.
 ln -s /run/corral/net/resolv.conf etc/resolv.conf
+# init writes the hosts file (the host name on 127.0.1.1) there too, and
+# sysd rewrites it when the host name changes.
+ln -s /run/corral/net/hosts etc/hosts
 
 cd - >/dev/null
 "$mkcpio" --root "$stage" \

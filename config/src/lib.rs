@@ -11,6 +11,7 @@
 
 mod error;
 pub mod fsutil;
+pub mod hosts;
 mod init;
 pub mod layers;
 pub mod service;

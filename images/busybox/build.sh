@@ -23,9 +23,12 @@ install -m 0755 "$busybox" "$stage/bin/busybox"
     mkdir -p "$stage/$(dirname "$applet")"
     ln -s /bin/busybox "$stage/$applet"
 done
-for f in passwd group profile hosts os-release; do
+for f in passwd group profile os-release; do
     cp "$here/rootfs/etc/$f" "$stage/etc/$f"
 done
+# The host's /etc/hosts is a link to the running system's; an image gets
+# the loopback names only, as Docker's base images do.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$stage/etc/hosts"
 "$mkimage" --rootfs "$stage" --name busybox:latest --cmd /bin/sh \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --output "$out/images/busybox.tar"

@@ -147,11 +147,14 @@ fn boot() -> (InitConfig, bool) {
     bootconfig::publish(&stack, &merged, &status);
     let config = merged.config;
 
-    if let Some(name) = config.hostname.as_ref() {
-        match nix::unistd::sethostname(name.as_str()) {
-            Ok(()) => info!("hostname {name}"),
-            Err(e) => error!("cannot set hostname {name}: {e}"),
-        }
+    let name = corral_config::hosts::effective(config.hostname.as_ref());
+    match nix::unistd::sethostname(name) {
+        Ok(()) => info!("hostname {name}"),
+        Err(e) => error!("cannot set hostname {name}: {e}"),
+    }
+    let hosts = Path::new(corral_config::hosts::HOSTS_PATH);
+    if let Err(e) = corral_config::hosts::write(hosts, name) {
+        error!("cannot write {}: {e}", hosts.display());
     }
     bootconfig::apply_sysctls(&config);
     match net::set_link_up("lo") {

@@ -5,12 +5,16 @@
 use std::path::Path;
 
 pub fn args(port: u16, user: &str, key: &Path) -> Vec<String> {
-    let mut a = vec![
-        "-p".to_owned(),
-        port.to_string(),
-        "-i".to_owned(),
-        key.display().to_string(),
-    ];
+    let mut a = vec!["-p".to_owned(), port.to_string()];
+    a.extend(options(key));
+    a.push(format!("{user}@127.0.0.1"));
+    a
+}
+
+/// The key and the options, without where to connect (for a wrapper that
+/// another client, such as docker's `ssh://`, calls with its own).
+pub fn options(key: &Path) -> Vec<String> {
+    let mut a = vec!["-i".to_owned(), key.display().to_string()];
     for opt in [
         "BatchMode=yes",
         "IdentitiesOnly=yes",
@@ -22,7 +26,6 @@ pub fn args(port: u16, user: &str, key: &Path) -> Vec<String> {
         a.push("-o".to_owned());
         a.push(opt.to_owned());
     }
-    a.push(format!("{user}@127.0.0.1"));
     a
 }
 

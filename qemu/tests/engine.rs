@@ -139,7 +139,12 @@ fn sysd_runs_supervises_and_survives_its_own_restart() {
 
     // Killing sysd: init restarts it, and it adopts the running services
     // instead of starting them again.
-    vm.run_ok("kill -9 $(pidof sysd)", CMD).or_fail();
+    // The system engine is init's child; the user engine is a sysd too.
+    vm.run_ok(
+        "for p in $(pidof sysd); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && kill -9 $p; done",
+        CMD,
+    )
+    .or_fail();
     vm.wait_for("sysd: re-attached to hello", BOOT).or_fail();
     vm.wait_for(SYSD_READY, BOOT).or_fail();
     let after = vm

@@ -17,11 +17,11 @@ use common::{blank_disk, eventually, ssh_ok, test_key, work_dir, OrFail, CMD};
 const BOOT: Duration = Duration::from_secs(240);
 const EXIT: Duration = Duration::from_secs(120);
 
-/// `corral system ps` once the five system services are all up.
+/// `corral system ps` once the six system services are all up.
 fn services_up(vm: &mut Vm) -> String {
     eventually(
         vm,
-        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 5 ] && cat /tmp/ps",
+        "corral system ps > /tmp/ps && [ $(grep -c ' Up ' /tmp/ps) -ge 6 ] && cat /tmp/ps",
         Duration::from_secs(60),
     )
 }
@@ -78,7 +78,7 @@ fn services_state_disk_and_ssh() {
 
     // Every service running.
     let ps = services_up(&mut vm);
-    for name in ["syslog", "udev", "network", "ssh", "console"] {
+    for name in ["syslog", "udev", "network", "ssh", "console", "user-engine"] {
         assert!(
             ps.lines().any(|l| l.starts_with(name) && l.contains("Up ")),
             "{name} not running:\n{ps}"

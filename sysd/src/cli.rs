@@ -14,8 +14,8 @@ use crate::sysconfig::{Change, Report};
 use corral_config::layers::{self, Layer, LayerKind};
 use corral_config::{RUN_DIR, STATE_STATUS_PATH};
 
-pub const SYSTEM_SOCKET: &str = "/run/corral/system.sock";
-pub const USER_SOCKET: &str = "/run/corral/user.sock";
+pub const SYSTEM_SOCKET: &str = crate::role::SYSTEM.socket;
+pub const USER_SOCKET: &str = crate::role::USER.socket;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -225,7 +225,7 @@ fn config_error(e: ClientError) -> anyhow::Error {
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
         {
             anyhow::Error::msg(format!(
-                "{e}; changing the system config needs root: run it with sudo"
+                "{e}: {source}; changing the system config needs root: run it with sudo"
             ))
         }
         other => anyhow::Error::new(other),
@@ -296,7 +296,7 @@ async fn edit(client: &Client) -> Result<i32> {
             }
         };
         if text == original {
-            println!("no change");
+            writeln!(std::io::stdout(), "no change")?;
             return Ok(0);
         }
         let change = Change::Replace {
@@ -436,6 +436,19 @@ pub enum EngineCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+/// Whether an error is stdout's reader having gone away (`corral ps |
+/// head`): the end of output, to be left quietly.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause.downcast_ref::<ClientError>().is_some_and(
+                |c| matches!(c, ClientError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
+    })
 }
 
 /// Runs the CLI; returns the exit status.
@@ -769,6 +782,29 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "NAME      STATUS         PID\nconsole   Up 5 seconds   42\nx         Exited (0)     -\n"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_not_an_error() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe)));
+        let wrapped = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing the table");
+        assert!(is_broken_pipe(&wrapped));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("no such container: x")));
+    }
+
+    #[test]
+    fn a_connect_error_names_its_cause_once() {
+        let e = anyhow::Error::new(ClientError::Connect {
+            path: "/run/x.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        let text = format!("{e:#}");
+        assert_eq!(
+            text,
+            "cannot connect to the engine at /run/x.sock: entity not found"
         );
     }
 

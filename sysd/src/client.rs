@@ -13,7 +13,9 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the engine at {path}: {source}")]
+    // The cause is the error's source: a report that walks the chain
+    // (`{:#}`) prints it once.
+    #[error("cannot connect to the engine at {}", path.display())]
     Connect {
         path: PathBuf,
         source: std::io::Error,

@@ -34,12 +34,12 @@ use tokio::sync::{broadcast, watch};
 use crate::logs::{self, Entry, LogWriter, Stream};
 use crate::restart::{Backoff, Decision, Exit};
 use crate::spec;
-use crate::state::{Record, RunState, StateDir, Status};
+use crate::state::{ApiFields, Record, RunState, StateDir, Status};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// `system` or `user`.
-    pub role: String,
+    /// What the role changes: socket, roots, what containers get.
+    pub role: crate::role::RolePolicy,
     /// Transient state: `/run/corral/<role>`.
     pub run_root: PathBuf,
     /// Images and container data: `/var/lib/corral/<role>`.
@@ -117,7 +117,8 @@ struct Container {
     stopping: bool,
     /// Counts exits; waiters watch it.
     exits: watch::Sender<u64>,
-    removed: watch::Sender<bool>,
+    /// Set at removal, to the last exit code.
+    removed: watch::Sender<Option<i64>>,
     logs: broadcast::Sender<Entry>,
 }
 
@@ -195,7 +196,7 @@ impl Engine {
     }
 
     fn cgroup_rel(&self, id: &str) -> String {
-        format!("{}/{id}", self.cfg.cgroup_parent)
+        crate::role::cgroup_path(&self.cfg.cgroup_parent, id)
     }
 
     /// Finds a container by id, unique id prefix or name.
@@ -220,6 +221,7 @@ impl Engine {
         name: Option<&str>,
         def: ServiceDef,
         service: bool,
+        api: ApiFields,
     ) -> Result<String> {
         let image_ref = def
             .image
@@ -235,6 +237,11 @@ impl Engine {
             def
         };
         let id = new_id()?;
+        let mut def = def;
+        if !service && def.hostname.is_none() {
+            // Docker's default: the short id.
+            def.hostname = Some(id[..12].to_owned());
+        }
         let name = match name {
             Some(n) if !valid_name(n) => {
                 return Err(EngineError::Invalid(format!(
@@ -265,7 +272,7 @@ impl Engine {
                 rootfs: &rootfs,
                 cgroup: self.cgroup_rel(&id),
                 init_binary: self.cfg.init_binary.as_deref(),
-                system: self.cfg.role == "system",
+                system: self.cfg.role.system_containers,
             },
         )
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
@@ -280,6 +287,7 @@ impl Engine {
             created: now(),
             restart_count: 0,
             state: RunState::default(),
+            api,
         };
         let made = (|| -> std::io::Result<()> {
             let data = self.data_dir(&id);
@@ -289,10 +297,16 @@ impl Engine {
             // A bind source that does not exist yet is made a directory,
             // as Docker does for -v: the syslog and resolver directories
             // every system container binds, /run/udev, a new volume.
+            // One below the cgroup mount is a subtree delegated to the
+            // container (the user engine's): made with every controller
+            // its ancestors can pass on, so its limits can be enforced.
             for m in spec.mounts().iter().flatten() {
                 if m.typ().as_deref() == Some("bind") {
                     if let Some(src) = m.source() {
-                        if std::fs::symlink_metadata(src).is_err() {
+                        if let Ok(rel) = src.strip_prefix(&self.cfg.cgroup_root) {
+                            corral_runtime::cgroup::delegate(&self.cfg.cgroup_root, rel)
+                                .map_err(std::io::Error::other)?;
+                        } else if std::fs::symlink_metadata(src).is_err() {
                             std::fs::create_dir_all(src)?;
                         }
                     }
@@ -315,7 +329,7 @@ impl Engine {
             return Err(internal(format!("creating container {name}: {e}")));
         }
         let container = Container {
-            backoff: Backoff::new(def.restart(), def.max_retries()),
+            backoff: Backoff::new(restart_policy(&def, service), def.max_retries()),
             record,
             spec,
             layers: image.layers.clone(),
@@ -324,7 +338,7 @@ impl Engine {
             started: None,
             stopping: false,
             exits: watch::channel(0).0,
-            removed: watch::channel(false).0,
+            removed: watch::channel(None).0,
             logs: broadcast::channel(256).0,
         };
         self.lock().containers.insert(id.clone(), container);
@@ -378,9 +392,12 @@ impl Engine {
         let readers = self.open_readers(id).map_err(|e| {
             EngineError::Internal(format!("opening the output FIFOs of {name}: {e}"))
         })?;
-        let spawned = (|| -> std::result::Result<Process, String> {
-            let stdout = open_fifo("stdout").map_err(|e| format!("opening stdout FIFO: {e}"))?;
-            let stderr = open_fifo("stderr").map_err(|e| format!("opening stderr FIFO: {e}"))?;
+        // (message, whether the container's command is at fault)
+        let spawned = (|| -> std::result::Result<Process, (String, bool)> {
+            let stdout =
+                open_fifo("stdout").map_err(|e| (format!("opening stdout FIFO: {e}"), false))?;
+            let stderr =
+                open_fifo("stderr").map_err(|e| (format!("opening stderr FIFO: {e}"), false))?;
             corral_runtime::spawn(SpawnOptions {
                 id,
                 spec: &spec,
@@ -397,11 +414,11 @@ impl Engine {
                     stderr: Some(stderr),
                 },
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), e.is_exec()))
         })();
         let process = match spawned {
             Ok(p) => Arc::new(p),
-            Err(e) => {
+            Err((e, exec)) => {
                 let mut inner = self.lock();
                 if let Some(c) = inner.containers.get_mut(id) {
                     c.record.state.status = Status::Exited;
@@ -414,7 +431,13 @@ impl Engine {
                 // The runtime may have made the cgroup before failing.
                 let _ =
                     Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).remove();
-                return Err(EngineError::Internal(format!("starting {name}: {e}")));
+                let message = format!("starting {name}: {e}");
+                self.remove_if_auto(id);
+                return Err(if exec {
+                    EngineError::Invalid(message)
+                } else {
+                    EngineError::Internal(message)
+                });
             }
         };
         {
@@ -571,7 +594,9 @@ impl Engine {
             (Exit::Code(code), _) => format!("exited with status {code}"),
             (Exit::Unknown, _) => "exited (status unknown)".to_owned(),
         };
-        let decision = if c.record.service && !c.stopping {
+        // API containers follow their restart policy too (`no` unless
+        // `--restart` says otherwise); a stopped one never restarts.
+        let decision = if !c.stopping {
             c.backoff.on_exit(exit, ran_for)
         } else {
             Decision::Stop
@@ -611,7 +636,28 @@ impl Engine {
                     }
                 });
             }
-            Decision::Stop => info!("{name} {what}"),
+            Decision::Stop => {
+                info!("{name} {what}");
+                self.remove_if_auto(id);
+            }
+        }
+    }
+
+    /// `--rm`: a container that has ended (or could not start) goes.
+    fn remove_if_auto(self: &Arc<Self>, id: &str) {
+        let auto = self
+            .lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.record.api.auto_remove);
+        if auto {
+            let engine = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = engine.remove(&id, true).await {
+                    warn!("removing {id} (--rm): {e}");
+                }
+            });
         }
     }
 
@@ -718,8 +764,8 @@ impl Engine {
         }
     }
 
-    /// Waits until the container is removed.
-    pub async fn wait_removed(&self, id: &str) -> Result<()> {
+    /// Waits until the container is removed; returns its last exit code.
+    pub async fn wait_removed(&self, id: &str) -> Result<i64> {
         let mut rx = {
             let inner = self.lock();
             let c = inner
@@ -728,12 +774,14 @@ impl Engine {
                 .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
             c.removed.subscribe()
         };
-        while !*rx.borrow_and_update() {
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return Ok(code);
+            }
             if rx.changed().await.is_err() {
-                break;
+                return Err(EngineError::NoSuchContainer(id.to_owned()));
             }
         }
-        Ok(())
     }
 
     /// Removes a container and everything it had: state, FIFOs, upper dir,
@@ -773,7 +821,9 @@ impl Engine {
         if let Err(e) = self.states.remove(id) {
             problems.push(format!("{}: {e}", self.states.container_dir(id).display()));
         }
-        let _ = c.removed.send(true);
+        let _ = c
+            .removed
+            .send(Some(i64::from(c.record.state.exit_code.unwrap_or(0))));
         info!("removed {}", c.record.name);
         if problems.is_empty() {
             Ok(())
@@ -832,6 +882,22 @@ impl Engine {
         };
         let entries = logs::read(&self.log_path(id), self.cfg.log_keep, tail).map_err(internal)?;
         Ok((entries, rx, exits))
+    }
+
+    /// New output from now on, and exit notices, whether the container
+    /// runs yet or not (`attach` comes before `start`).
+    pub fn subscribe(
+        &self,
+        id: &str,
+    ) -> Result<(broadcast::Receiver<Entry>, watch::Receiver<u64>)> {
+        let inner = self.lock();
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+        let mut exits = c.exits.subscribe();
+        exits.borrow_and_update();
+        Ok((c.logs.subscribe(), exits))
     }
 
     /// After an engine restart: reads the records in the state directory,
@@ -898,7 +964,10 @@ impl Engine {
             }
             let name = record.name.clone();
             let container = Container {
-                backoff: Backoff::new(record.def.restart(), record.def.max_retries()),
+                backoff: Backoff::new(
+                    restart_policy(&record.def, record.service),
+                    record.def.max_retries(),
+                ),
                 spec,
                 layers,
                 process: process.clone(),
@@ -906,7 +975,7 @@ impl Engine {
                 started: process.as_ref().map(|_| Instant::now()),
                 stopping: false,
                 exits: watch::channel(0).0,
-                removed: watch::channel(false).0,
+                removed: watch::channel(None).0,
                 logs: broadcast::channel(256).0,
                 record,
             };
@@ -961,6 +1030,16 @@ fn resolve_in(inner: &Inner, reference: &str) -> Result<String> {
         _ => Err(EngineError::Invalid(format!(
             "{reference:?} matches several containers; give more of the id"
         ))),
+    }
+}
+
+/// A service restarts by default (its definition's default); a container
+/// made through the API only when asked, as Docker's `--restart no`.
+pub fn restart_policy(def: &ServiceDef, service: bool) -> corral_config::service::Restart {
+    if service {
+        def.restart()
+    } else {
+        def.restart.unwrap_or(corral_config::service::Restart::No)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod client;
 pub mod engine;
 pub mod logs;
 pub mod restart;
+pub mod role;
 pub mod services;
 pub mod spec;
 pub mod state;

@@ -110,7 +110,7 @@ pub async fn start(engine: &Arc<Engine>, plan: &Plan) -> Vec<ServiceName> {
             }
             None => {}
         }
-        let id = match engine.create(Some(name.as_str()), def.clone(), true) {
+        let id = match engine.create(Some(name.as_str()), def.clone(), true, Default::default()) {
             Ok(id) => id,
             Err(e) => {
                 error!("service {name}: {e}");

@@ -65,6 +65,17 @@ impl Default for RunState {
     }
 }
 
+/// What a container made through the API asked for beyond its
+/// definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiFields {
+    /// `docker run --rm`: removed once it has exited.
+    pub auto_remove: bool,
+    /// `docker run -l`, shown by inspect and `ps`.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
@@ -80,6 +91,9 @@ pub struct Record {
     pub created: String,
     pub restart_count: u32,
     pub state: RunState,
+    /// Records of an earlier release have none.
+    #[serde(default)]
+    pub api: ApiFields,
 }
 
 /// The directory of every container's record.
@@ -204,6 +218,7 @@ mod tests {
             service: true,
             created: "2026-11-24T00:00:00Z".to_owned(),
             restart_count: 2,
+            api: ApiFields::default(),
             state: RunState {
                 status: Status::Running,
                 pid: Some(42),

@@ -366,14 +366,20 @@ const READERS: &[(&str, &str)] = &[
 
 async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Report) {
     if old.hostname != new.hostname {
-        match &new.hostname {
-            Some(h) => match nix::unistd::sethostname(h.as_str()) {
-                Ok(()) => report.applied.push(format!("hostname: now {h}")),
-                Err(e) => report.errors.push(format!("hostname {h}: {e}")),
-            },
-            None => report.next_boot.push(
-                "hostname: unset; the machine keeps its current name until the next boot".into(),
-            ),
+        // Unset means the default name, at once.
+        use corral_config::hosts;
+        let name = hosts::effective(new.hostname.as_ref());
+        match nix::unistd::sethostname(name) {
+            Ok(()) => {
+                report.applied.push(format!("hostname: now {name}"));
+                if let Err(e) = hosts::write(std::path::Path::new(hosts::HOSTS_PATH), name) {
+                    report.errors.push(format!(
+                        "hostname {name}: writing {}: {e}",
+                        hosts::HOSTS_PATH
+                    ));
+                }
+            }
+            Err(e) => report.errors.push(format!("hostname {name}: {e}")),
         }
     }
     for key in old.sysctl.keys().filter(|k| !new.sysctl.contains_key(*k)) {

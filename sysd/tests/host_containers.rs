@@ -57,7 +57,9 @@ fn def(toml: &str) -> ServiceDef {
 }
 
 async fn run(engine: &Arc<Engine>, name: &str, toml: &str) -> (i64, String, String) {
-    let id = engine.create(Some(name), def(toml), false).unwrap();
+    let id = engine
+        .create(Some(name), def(toml), false, Default::default())
+        .unwrap();
     engine.start(&id).unwrap();
     let code = tokio::time::timeout(Duration::from_secs(30), engine.wait(&id, false))
         .await
@@ -88,7 +90,7 @@ async fn containers_are_isolated_and_torn_down() {
     let archive = busybox_image(tmp.path());
     let parent = format!("corral-test-{}", std::process::id());
     let cfg = EngineConfig {
-        role: "test".into(),
+        role: corral_sysd::role::USER,
         run_root: tmp.path().join("run"),
         data_root: tmp.path().join("data"),
         cgroup_root: cgroup_root.clone(),
@@ -158,6 +160,7 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
             Some("sleeper"),
             def("command = [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000\"]"),
             false,
+            Default::default(),
         )
         .unwrap();
     engine.start(&id).unwrap();
@@ -183,18 +186,25 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
 
     // A command that does not exist fails the start with a clear error.
     let id = engine
-        .create(Some("missing"), def("command = [\"/nope\"]"), false)
+        .create(
+            Some("missing"),
+            def("command = [\"/nope\"]"),
+            false,
+            Default::default(),
+        )
         .unwrap();
     let err = engine.start(&id).unwrap_err().to_string();
     assert!(
-        err.contains("/nope") && err.contains("No such file"),
+        err.contains(r#"exec: "/nope": no such file or directory"#),
         "{err}"
     );
     engine.remove(&id, false).await.unwrap();
     assert!(!cgroup_root.join(&parent).join(&id).exists());
 
     // The image is in use only while a container has it.
-    let id = engine.create(Some("user"), def(""), false).unwrap();
+    let id = engine
+        .create(Some("user"), def(""), false, Default::default())
+        .unwrap();
     assert!(engine
         .images()
         .remove("testbox", &|i| engine.image_in_use(&i.id))

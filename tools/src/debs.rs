@@ -139,25 +139,33 @@ impl Cache {
         Self { dir }
     }
 
-    /// Unpacks `names` and their dependency closure; the named packages
-    /// come first, in the order given, so their files win.
-    pub fn fetch(&self, names: &[String]) -> Result<Vec<Package>> {
-        if names.is_empty() {
+    /// Unpacks `names` and their dependency closure, and `standalone`
+    /// without theirs; the named packages come first, in the order given,
+    /// so their files win.
+    pub fn fetch(&self, names: &[String], standalone: &[String]) -> Result<Vec<Package>> {
+        if names.is_empty() && standalone.is_empty() {
             return Ok(Vec::new());
         }
         let mut closure = names.to_vec();
-        let deps = run(Command::new("apt-cache")
-            .args([
-                "depends",
-                "--recurse",
-                "--no-recommends",
-                "--no-suggests",
-                "--no-conflicts",
-                "--no-breaks",
-                "--no-replaces",
-                "--no-enhances",
-            ])
-            .args(names))?;
+        closure.extend(standalone.iter().filter(|s| !names.contains(s)).cloned());
+        let names_only = names;
+        let names = &closure.clone();
+        let deps = if names_only.is_empty() {
+            String::new()
+        } else {
+            run(Command::new("apt-cache")
+                .args([
+                    "depends",
+                    "--recurse",
+                    "--no-recommends",
+                    "--no-suggests",
+                    "--no-conflicts",
+                    "--no-breaks",
+                    "--no-replaces",
+                    "--no-enhances",
+                ])
+                .args(names_only))?
+        };
         for d in parse_depends(&deps) {
             if !closure.contains(&d) {
                 closure.push(d);

@@ -58,6 +58,12 @@ pub struct Recipe {
     /// fetched too, for the libraries).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Debian packages to take files from without fetching what they
+    /// depend on: `docker.io` for its client alone, not the daemon's
+    /// containerd, runc and iptables (the files' libraries still come from
+    /// the other packages).
+    #[serde(default)]
+    pub standalone_packages: Vec<String>,
     /// Absolute paths inside the packages. A directory is taken whole; a
     /// symlink is taken with its target.
     #[serde(default)]
@@ -93,7 +99,7 @@ pub struct Recipe {
     pub service: Option<toml::Table>,
     /// Why the service has each grant: `cap-add.NET_ADMIN`,
     /// `host-namespaces.net`, `binds./dev/log`, `devices./dev/kmsg`,
-    /// `privileged`, `host-dev`.
+    /// `privileged`, `host-dev`, `seccomp` (turned off).
     #[serde(default)]
     pub reasons: BTreeMap<String, String>,
 }
@@ -207,6 +213,9 @@ impl Recipe {
         }
         if def.host_dev == Some(true) {
             out.push("host-dev".to_owned());
+        }
+        if def.seccomp == Some(false) {
+            out.push("seccomp".to_owned());
         }
         Ok(out)
     }

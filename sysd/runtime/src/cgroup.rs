@@ -219,6 +219,31 @@ impl Cgroup {
     }
 }
 
+/// Makes `relative` (below `root`) a subtree delegated to someone else:
+/// created if missing, with every controller each ancestor offers enabled
+/// for its children, so the delegatee can enable any of them in its own
+/// `cgroup.subtree_control` (which it owns). The subtree itself is left
+/// as it is: what is inside belongs to the delegatee.
+pub fn delegate(root: &Path, relative: &Path) -> Result<(), Error> {
+    let rel = relative.strip_prefix("/").unwrap_or(relative);
+    let mut dir = root.to_owned();
+    for part in rel.components() {
+        let available = match fs::read_to_string(dir.join("cgroup.controllers")) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let all: Vec<&str> = available.split_whitespace().collect();
+        enable_controllers(&dir, &all)?;
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err(&dir, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Enables `wanted` controllers for `dir`'s children, if `dir` offers them.
 fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<(), Error> {
     if wanted.is_empty() {
@@ -314,6 +339,30 @@ mod tests {
         );
         // Creating it again is fine (a restart reuses the path).
         Cgroup::create(r, Path::new("corral/system/abc"), None).unwrap();
+    }
+
+    #[test]
+    fn delegation_enables_every_offered_controller_above_the_subtree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        fs::write(r.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        fs::write(r.join("cgroup.subtree_control"), "").unwrap();
+        fs::create_dir(r.join("corral")).unwrap();
+        fs::write(r.join("corral/cgroup.controllers"), "memory pids\n").unwrap();
+        fs::write(r.join("corral/cgroup.subtree_control"), "pids\n").unwrap();
+        delegate(r, Path::new("/corral/user")).unwrap();
+        assert!(r.join("corral/user").is_dir());
+        // A plain file stands in for cgroupfs: the write replaces it.
+        assert_eq!(
+            fs::read_to_string(r.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +io +memory +pids"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("corral/cgroup.subtree_control")).unwrap(),
+            "+memory"
+        );
+        // Nothing is written inside the delegated subtree.
+        assert!(!r.join("corral/user/cgroup.subtree_control").exists());
     }
 
     #[test]

@@ -37,4 +37,73 @@ pub enum Error {
         step: String,
         source: std::io::Error,
     },
+    /// The last step, `execve`, failed: worded as runc words it, which is
+    /// what Docker clients read the exit code from (`docker run` exits 127
+    /// for "executable file not found" and "no such file or directory",
+    /// 126 for "permission denied").
+    #[error("container {id}: exec: {program:?}: {}", exec_reason(program, *errno))]
+    Exec {
+        id: String,
+        program: String,
+        errno: i32,
+    },
+}
+
+impl Error {
+    /// Whether the container's own command is at fault (a missing or
+    /// non-executable program), not the engine.
+    pub fn is_exec(&self) -> bool {
+        matches!(self, Error::Exec { .. })
+    }
+}
+
+fn exec_reason(program: &str, errno: i32) -> String {
+    match errno {
+        libc::ENOENT if !program.contains('/') => "executable file not found in $PATH".into(),
+        libc::ENOENT => "no such file or directory".into(),
+        libc::EACCES => "permission denied".into(),
+        other => {
+            // io::Error's text, lowercase as runc's are, without "(os error N)".
+            let text = std::io::Error::from_raw_os_error(other).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(c) => c.to_lowercase().chain(chars).collect(),
+                None => text,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_read_as_runc_words_them() {
+        let e = |program: &str, errno| {
+            Error::Exec {
+                id: "c".into(),
+                program: program.into(),
+                errno,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e("nope", libc::ENOENT),
+            r#"container c: exec: "nope": executable file not found in $PATH"#
+        );
+        assert_eq!(
+            e("/bin/nope", libc::ENOENT),
+            r#"container c: exec: "/bin/nope": no such file or directory"#
+        );
+        assert_eq!(
+            e("/etc", libc::EACCES),
+            r#"container c: exec: "/etc": permission denied"#
+        );
+        assert_eq!(
+            e("/x", libc::ENOEXEC),
+            r#"container c: exec: "/x": exec format error"#
+        );
+    }
 }

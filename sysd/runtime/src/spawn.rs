@@ -134,6 +134,9 @@ struct Plan {
     readonly: Vec<CString>,
     readonly_root: bool,
     hostname: Option<CString>,
+    /// A new network namespace starts with `lo` down; every runtime sets
+    /// it up (a server on 127.0.0.1 needs it).
+    loopback_up: bool,
     rlimits: Vec<(libc::c_int, u64, u64)>,
     bounding_drop: Vec<u64>,
     effective: u64,
@@ -176,6 +179,7 @@ const STEP_SECCOMP: u32 = 19;
 const STEP_CWD: u32 = 20;
 const STEP_EXEC: u32 = 21;
 const STEP_FDS: u32 = 22;
+const STEP_LOOPBACK: u32 = 23;
 
 impl Plan {
     fn describe(&self, step: u32, index: usize) -> String {
@@ -229,6 +233,7 @@ impl Plan {
                     .unwrap_or_default()
             ),
             STEP_FDS => "closing descriptors".into(),
+            STEP_LOOPBACK => "bringing up the loopback interface".into(),
             _ => format!("step {step}"),
         }
     }
@@ -673,6 +678,7 @@ fn plan(
             .collect::<Result<_, _>>()?,
         readonly_root: root_cfg.readonly().unwrap_or(false),
         hostname,
+        loopback_up: false,
         rlimits,
         bounding_drop,
         effective: cap_mask(caps.effective().as_ref())?,
@@ -778,7 +784,8 @@ fn spawn_in(opts: &SpawnOptions<'_>, cgroup: &Cgroup) -> Result<Process, Error> 
         pick(&opts.stdio.stdout),
         pick(&opts.stdio.stderr),
     ];
-    let plan = plan(opts, stdio, &ns_fds)?;
+    let mut plan = plan(opts, stdio, &ns_fds)?;
+    plan.loopback_up = ns_flags.contains(CloneFlags::CLONE_NEWNET);
 
     let cgroup_dir = nix::fcntl::open(
         cgroup.path(),
@@ -827,6 +834,17 @@ fn spawn_in(opts: &SpawnOptions<'_>, cgroup: &Cgroup) -> Result<Process, Error> 
             let step = u32::from_ne_bytes(msg[..4].try_into().unwrap_or_default());
             let index = u32::from_ne_bytes(msg[4..8].try_into().unwrap_or_default());
             let errno = i32::from_ne_bytes(msg[8..].try_into().unwrap_or_default());
+            if step == STEP_EXEC {
+                return Err(Error::Exec {
+                    id: opts.id.to_owned(),
+                    program: plan
+                        ._argv
+                        .first()
+                        .map(|c| c.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    errno,
+                });
+            }
             Err(Error::Start {
                 id: opts.id.to_owned(),
                 step: plan.describe(step, index as usize),
@@ -901,6 +919,9 @@ fn child(p: &Plan) -> Failure {
         if let Some(h) = &p.hostname {
             nix::unistd::sethostname(OsStr::from_bytes(h.as_bytes()))
                 .map_err(fail(STEP_HOSTNAME, 0))?;
+        }
+        if p.loopback_up {
+            sys::loopback_up().map_err(fail(STEP_LOOPBACK, 0))?;
         }
         for (i, (res, soft, hard)) in p.rlimits.iter().enumerate() {
             let lim = libc::rlimit64 {

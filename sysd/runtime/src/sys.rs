@@ -170,6 +170,34 @@ pub(crate) fn prctl(option: c_int, arg2: u64, arg3: u64) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
+/// Sets the current network namespace's `lo` up with SIOCSIFFLAGS (no
+/// allocation, unlike netlink), as runtimes do for a new namespace.
+pub(crate) fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket(2) with constant arguments; the fd is closed below.
+    let fd = Errno::result(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: ifreq is plain old data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[0] = b'l' as c_char;
+    req.ifr_name[1] = b'o' as c_char;
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq the
+    // pointer refers to, which lives across both calls; the flags member
+    // of the union is the one these requests use.
+    let r = unsafe {
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req as *const libc::ifreq);
+        }
+        r
+    };
+    let result = Errno::result(r).map(drop);
+    // SAFETY: fd is ours and not used after this.
+    unsafe { libc::close(fd) };
+    result
+}
+
 /// Installs a seccomp BPF program on this thread.
 pub(crate) fn seccomp(program: &[libc::sock_filter]) -> Result<(), Errno> {
     let prog = libc::sock_fprog {

@@ -17,6 +17,9 @@ fn main() {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
+        // A reader that went away (`corral ps | head`) is an ordinary end
+        // of output, not an error.
+        Err(e) if corral_sysd::cli::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("corral: {e:#}");
             std::process::exit(1);

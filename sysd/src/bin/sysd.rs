@@ -4,7 +4,9 @@
 //! the initramfs, re-attaches to containers that survived a restart of the
 //! engine, starts the system services in dependency order, serves the API
 //! on `/run/corral/system.sock`, and on SIGTERM stops the services in
-//! reverse order and exits. In the user role it serves its API only.
+//! reverse order and exits. In the user role (in the `user-engine` system
+//! container) it re-attaches to its containers and serves its API, on a
+//! socket group `docker` may use. What differs is `corral_sysd::role`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use corral_config::{service, Config};
 use corral_sysd::engine::{Engine, EngineConfig};
+use corral_sysd::role::{self, RolePolicy};
 use corral_sysd::{api, logs, services};
 use log::{error, info, warn, LevelFilter};
 
@@ -24,10 +27,10 @@ enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    fn policy(self) -> RolePolicy {
         match self {
-            Role::System => "system",
-            Role::User => "user",
+            Role::System => role::SYSTEM,
+            Role::User => role::USER,
         }
     }
 }
@@ -41,9 +44,14 @@ struct Args {
     /// published, /run/corral/config/effective.toml].
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The API socket [default: /run/corral/<role>.sock].
+    /// The API socket [default: /run/corral/system.sock; user role:
+    /// /run/corral/docker/docker.sock].
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// The group that may use the socket besides root (a number) [default:
+    /// none; user role: 990, `docker`].
+    #[arg(long)]
+    socket_group: Option<u32>,
     /// Transient state [default: /run/corral/<role>].
     #[arg(long)]
     run_root: Option<PathBuf>,
@@ -52,7 +60,8 @@ struct Args {
     data_root: Option<PathBuf>,
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
-    /// Containers' cgroups go below this [default: corral/<role>].
+    /// Containers' cgroups go below this [default: corral/system; user
+    /// role: the top of the delegated cgroup tree].
     #[arg(long)]
     cgroup_parent: Option<String>,
     /// Image archives to import at start-up (system role).
@@ -106,37 +115,43 @@ fn uptime() -> String {
 
 async fn run(args: Args) -> Result<()> {
     let began = Instant::now();
-    let role = args.role.name();
+    let policy = args.role.policy();
     let cfg = EngineConfig {
-        role: role.to_owned(),
         run_root: args
             .run_root
-            .unwrap_or_else(|| PathBuf::from(format!("/run/corral/{role}"))),
+            .unwrap_or_else(|| PathBuf::from(policy.run_root)),
         data_root: args
             .data_root
-            .unwrap_or_else(|| PathBuf::from(format!("/var/lib/corral/{role}"))),
+            .unwrap_or_else(|| PathBuf::from(policy.data_root)),
         cgroup_root: args.cgroup_root,
         cgroup_parent: args
             .cgroup_parent
-            .unwrap_or_else(|| format!("corral/{role}")),
+            .unwrap_or_else(|| policy.cgroup_parent.to_owned()),
         init_binary: args.init_binary.exists().then_some(args.init_binary),
         log_max_size: logs::DEFAULT_MAX_SIZE,
         log_keep: logs::DEFAULT_KEEP,
+        role: policy.clone(),
     };
-    let socket = args
-        .socket
-        .unwrap_or_else(|| PathBuf::from(format!("/run/corral/{role}.sock")));
+    let socket = args.socket.unwrap_or_else(|| policy.socket_path());
+    let socket_group = args.socket_group.or(policy.socket_group);
+    if !policy.runs_system_services && in_ram(&cfg.data_root) {
+        warn!(
+            "no state disk: images, containers and volumes in {} are kept in RAM and lost at shutdown",
+            cfg.data_root.display()
+        );
+    }
     let engine = Engine::open(cfg)?;
 
     // Containers that outlived a previous engine first, so nothing is
     // started twice.
     engine.adopt();
 
-    let listener = api::bind(&socket).context("the API socket")?;
+    let listener =
+        api::bind(&socket, policy.socket_mode, socket_group).context("the API socket")?;
     tokio::spawn(api::serve(engine.clone(), listener));
 
     let mut order = Vec::new();
-    if args.role == Role::System {
+    if policy.runs_system_services {
         import_images(&engine, &args.images_dir).await;
         corral_sysd::sysconfig::install(engine.clone());
         let path = args
@@ -212,14 +227,21 @@ async fn import_images(engine: &Arc<Engine>, dir: &std::path::Path) {
     }
 }
 
+/// Whether `path` is on a RAM-backed filesystem (no state disk).
+fn in_ram(path: &std::path::Path) -> bool {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // linux/magic.h; nix has no name for it.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    statfs(path)
+        .map(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
+        .unwrap_or(false)
+}
+
 /// An archive the initramfs brought sits in the RAM-backed root once
 /// imported (the store has its blobs): remove it to give the memory back.
 /// On any other filesystem it is left alone.
 fn release_from_ram(archive: &std::path::Path) {
-    let on_tmpfs = nix::sys::statfs::statfs(archive)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
-        .unwrap_or(false);
-    if !on_tmpfs {
+    if !in_ram(archive) {
         return;
     }
     let size = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);

@@ -92,7 +92,7 @@ fn build_recipe(path: &Path, out_dir: &Path, output: &Path, stage_only: bool) ->
     let recipe = Recipe::load(path)?;
     let recipe_dir = path.parent().unwrap_or(Path::new("."));
     let packages = Cache::new(Cache::default_dir())
-        .fetch(&recipe.packages)
+        .fetch(&recipe.packages, &recipe.standalone_packages)
         .with_context(|| format!("{}: fetching Debian packages", path.display()))?;
     let stage = if stage_only {
         output.to_owned()

@@ -1,0 +1,400 @@
+//! Boot test of the user engine as a user meets it: Debian's `docker`
+//! client (unpacked from its `.deb` by the console image's recipe, not
+//! installed) on the host drives the engine over
+//! `DOCKER_HOST=ssh://corral@127.0.0.1:PORT`, as from a laptop; the SSH
+//! session's own `docker` and `corral` are checked too.
+//!
+//! Run with `make boot-test` (which builds out/ first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig};
+
+mod common;
+use common::{blank_disk, ssh, ssh_ok, test_key, work_dir, OrFail};
+
+const BOOT: Duration = Duration::from_secs(240);
+const EXIT: Duration = Duration::from_secs(120);
+/// One docker command over SSH under TCG (a new SSH connection each).
+const DOCKER: Duration = Duration::from_secs(120);
+
+/// The host's docker client, set up to reach the VM over SSH with the
+/// test's key and a config directory of its own.
+struct Docker {
+    bin: PathBuf,
+    host: String,
+    path: String,
+    config: PathBuf,
+}
+
+impl Docker {
+    fn new(dir: &Path, key: &Path, port: u16) -> Self {
+        let bin = std::env::var_os("CORRAL_DOCKER_CLI")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| out_dir().join("images/console.d/usr/bin/docker"));
+        assert!(
+            bin.exists(),
+            "no docker client at {} (the console image's stage; make images)",
+            bin.display()
+        );
+        // The CLI runs plain `ssh -l corral -p PORT -- 127.0.0.1 docker
+        // system dial-stdio`; this `ssh` first on PATH adds the key and
+        // the options every test VM needs (fresh host keys).
+        let wrappers = dir.join("bin");
+        std::fs::create_dir_all(&wrappers).unwrap();
+        let args = corral_qemu::ssh::options(key).join(" ");
+        std::fs::write(
+            wrappers.join("ssh"),
+            format!("#!/bin/sh\nexec /usr/bin/ssh {args} \"$@\"\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(wrappers.join("ssh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let config = dir.join("docker-config");
+        std::fs::create_dir_all(&config).unwrap();
+        Self {
+            bin,
+            host: format!("ssh://corral@127.0.0.1:{port}"),
+            path: format!(
+                "{}:{}",
+                wrappers.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+            config,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg(DOCKER.as_secs().to_string())
+            .arg(&self.bin)
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config)
+            .env("PATH", &self.path)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("the docker client runs")
+    }
+
+    /// stdout of a command that must succeed.
+    fn ok(&self, vm: &Vm, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{}",
+            vm.fail(format!(
+                "docker {args:?} failed ({}):\n{}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Retries until the engine answers (it starts after sshd).
+    fn wait_ready(&self, vm: &Vm, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let o = self.run(&["version", "--format", "{{.Server.APIVersion}}"]);
+            if o.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}",
+                    vm.fail(format!(
+                        "the user engine never answered docker version:\n{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ))
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// An image of the test's own: busybox with a script, written as an
+/// oci-archive by corral-mkimage.
+fn test_image(dir: &Path) -> PathBuf {
+    let root = dir.join("image-root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static on the host");
+    for applet in [
+        "sh", "echo", "cat", "sleep", "ls", "ps", "tail", "head", "id", "hostname", "test",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(
+        root.join("bin/hello"),
+        "#!/bin/sh\necho \"hello from the test image, args: $*\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("bin/hello"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let archive = dir.join("test-image.tar");
+    let mkimage = std::env::var_os("CORRAL_MKIMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/corral-mkimage"
+            ))
+        });
+    let st = Command::new(mkimage)
+        .arg("--rootfs")
+        .arg(&root)
+        .args(["--name", "corral-test:1", "--cmd", "/bin/hello"])
+        .args(["--env", "PATH=/bin"])
+        .arg("--output")
+        .arg(&archive)
+        .status()
+        .expect("corral-mkimage runs (make host)");
+    assert!(st.success(), "corral-mkimage failed");
+    archive
+}
+
+#[test]
+fn docker_cli_over_ssh() {
+    let dir = work_dir("docker");
+    let (key, public) = test_key(&dir);
+    let disk = dir.join("state.raw");
+    blank_disk(&disk, 1024);
+    let overlay = Overlay::new().config(&format!("[ssh]\nauthorized-keys = [\"{public}\"]\n"));
+    let mut cfg = VmConfig::corral("docker").expect("a free port");
+    cfg.drives = vec![Drive::new(&disk)];
+    cfg.memory_mb = 1024;
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    let docker = Docker::new(&dir, &key, cfg.ssh_port);
+    docker.wait_ready(&vm, BOOT);
+
+    // version and info parse, and say what they should.
+    let v = docker.ok(
+        &vm,
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.Os}}",
+        ],
+    );
+    assert_eq!(v.trim(), "1.41 linux", "{v}");
+    let info = docker.ok(
+        &vm,
+        &[
+            "info",
+            "--format",
+            "{{.OperatingSystem}} {{.Name}} {{.CgroupVersion}} {{.DockerRootDir}}",
+        ],
+    );
+    assert_eq!(
+        info.trim(),
+        "Corral corral 2 /var/lib/corral/user",
+        "{info}"
+    );
+
+    // A test image built here, loaded through the API.
+    let archive = test_image(&dir);
+    let loaded = docker.ok(&vm, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: corral-test:1"), "{loaded}");
+    let images = docker.ok(&vm, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "corral-test:1"), "{images}");
+
+    // Output and exit codes as Docker's.
+    let o = docker.run(&["run", "--rm", "corral-test:1"]);
+    assert_eq!(code(&o), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "hello from the test image, args:"
+    );
+    let o = docker.run(&["run", "--rm", "corral-test:1", "echo", "one", "two"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "one two\n",
+        "{}",
+        text(&o)
+    );
+    let o = docker.run(&[
+        "run",
+        "--rm",
+        "corral-test:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(code(&o), Some(3), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("err\n"),
+        "{}",
+        text(&o)
+    );
+    let o = docker.run(&["run", "--rm", "corral-test:1", "no-such-command"]);
+    assert_eq!(code(&o), Some(127), "{}", text(&o));
+    assert!(
+        text(&o).contains("executable file not found"),
+        "{}",
+        text(&o)
+    );
+    let o = docker.run(&["run", "--rm", "--no-such-flag", "corral-test:1"]);
+    assert_eq!(code(&o), Some(125), "{}", text(&o));
+    // --rm removed every one of them.
+    let all = docker.ok(&vm, &["ps", "-a", "-q"]);
+    assert_eq!(all.trim(), "", "{all}");
+
+    // An option the engine does not support is refused, naming it.
+    let o = docker.run(&["run", "--rm", "--dns", "192.0.2.53", "corral-test:1"]);
+    assert_eq!(code(&o), Some(125), "{}", text(&o));
+    assert!(
+        text(&o).contains("HostConfig.Dns: [\"192.0.2.53\"] is not supported"),
+        "{}",
+        text(&o)
+    );
+
+    // User containers see neither the system engine nor system processes.
+    let o = docker.ok(
+        &vm,
+        &[
+            "run", "--rm", "corral-test:1", "sh", "-c",
+            "test -e /run/corral/system.sock && echo system-socket; ls /run/corral 2>/dev/null; ps -o pid,args | tail -n +2 | wc -l; hostname",
+        ],
+    );
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(!o.contains("system-socket"), "{o}");
+    // ps, wc, tail and sh itself: nothing of the host.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim().parse::<u32>().is_ok_and(|n| n <= 4)),
+        "{o}"
+    );
+
+    // --memory is enforced, and the kill is reported as an OOM kill.
+    let o = docker.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "16m",
+        "corral-test:1",
+        "sh",
+        "-c",
+        "tail /dev/zero",
+    ]);
+    assert_eq!(code(&o), Some(137), "{}", text(&o));
+    let oom = docker.ok(&vm, &["inspect", "--format", "{{.State.OOMKilled}}", "hog"]);
+    assert_eq!(oom.trim(), "true");
+    docker.ok(&vm, &["rm", "hog"]);
+
+    // A container that keeps writing outlives a SIGKILL of the engine: the
+    // restarted engine adopts it, the same process, and no line is lost.
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo line $i; sleep 1; done",
+        ],
+    );
+    let pid = docker.ok(&vm, &["inspect", "--format", "{{.State.Pid}}", "ticker"]);
+    let tail = docker.ok(&vm, &["logs", "--tail", "2", "ticker"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    ssh_ok(
+        &vm,
+        &key,
+        "sudo kill -9 $(sudo corral system inspect user-engine | sed -n 's/.*\"Pid\": \\([0-9]*\\).*/\\1/p')",
+    );
+    // Down for a few seconds while the system engine restarts it.
+    std::thread::sleep(Duration::from_secs(5));
+    docker.wait_ready(&vm, BOOT);
+    let after = docker.ok(
+        &vm,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.Pid}} {{.State.Status}}",
+            "ticker",
+        ],
+    );
+    assert_eq!(after.trim(), format!("{} running", pid.trim()), "{after}");
+    let restarts = ssh_ok(&vm, &key, "sudo corral system inspect user-engine");
+    assert!(restarts.contains("\"RestartCount\": 1"), "{restarts}");
+    std::thread::sleep(Duration::from_secs(3));
+    let logs = docker.ok(&vm, &["logs", "ticker"]);
+    let numbers: Vec<u32> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(numbers.len() >= 8, "{logs}");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u32 + 1),
+        "lines missing or repeated across the engine's restart:\n{logs}"
+    );
+    docker.ok(&vm, &["rm", "-f", "ticker"]);
+
+    // In the SSH session: docker without sudo, the socket's group, the
+    // host name resolving for sudo, and corral's output into a pipe.
+    let o = ssh_ok(
+        &vm,
+        &key,
+        "id -nG; stat -c '%U:%G %a' /run/corral/docker/docker.sock; docker run --rm corral-test:1 echo local",
+    );
+    assert!(o.contains("docker"), "{o}");
+    assert!(o.contains("root:docker 660"), "{o}");
+    assert!(o.contains("local\n"), "{o}");
+    let o = ssh(&vm, &key, "sudo true");
+    assert!(
+        o.ok && !o.stderr.contains("unable to resolve"),
+        "{}",
+        o.stderr
+    );
+    let o = ssh(
+        &vm,
+        &key,
+        "corral images | head -n 1; sudo corral system ps | head -n 1",
+    );
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stderr.trim(), "", "a closed pipe is not an error");
+    assert!(o.stdout.starts_with("NAME"), "{}", o.stdout);
+    let o = ssh(&vm, &key, "corral --host /nonexistent.sock ps");
+    assert!(
+        o.stderr.trim()
+            == "corral: cannot connect to the engine at /nonexistent.sock: No such file or directory (os error 2)",
+        "{}",
+        o.stderr
+    );
+
+    vm.poweroff(EXIT).or_fail();
+}

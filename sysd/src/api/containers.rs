@@ -1,0 +1,759 @@
+//! `/containers/...`: list, create, inspect, the lifecycle (start, stop,
+//! restart, kill, wait, remove), logs and attach.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bollard_stubs::models::{
+    ContainerConfig, ContainerCreateResponse, ContainerInspectResponse, ContainerState,
+    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig,
+    ContainerSummaryNetworkSettings, ContainerSummaryStateEnum, ContainerWaitExitError,
+    ContainerWaitResponse, HostConfig, NetworkSettings, RestartPolicy, RestartPolicyNameEnum,
+};
+use bytes::Bytes;
+use corral_config::service::{HostNamespace, Restart};
+use corral_config::ServiceDef;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use log::warn;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use super::streams::{self, frame};
+use super::{flag, json_response, parse_query, read_body, ApiError, ApiResult, Query};
+use crate::engine::{Engine, Snapshot};
+use crate::logs::{Entry, Stream};
+use crate::state::{RunState, Status};
+
+pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
+    let q = parse_query(req.uri().query());
+    match (req.method().clone(), rest) {
+        (Method::GET, ["json"]) => list(engine, &q),
+        (Method::POST, ["create"]) => create(engine, req, &q).await,
+        (method, [reference, action @ ..]) => {
+            let id = engine.resolve(reference)?;
+            match (&method, action) {
+                (&Method::POST, ["attach"]) => attach(engine, req, &id, &q),
+                _ => container_action(engine, &method, &id, action, &q).await,
+            }
+        }
+        (m, _) => Err(super::no_route(&m, "containers")),
+    }
+}
+
+async fn create(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> ApiResult {
+    let body = read_body(req, 1 << 20).await?;
+    let c = super::create::parse(&body)?;
+    let name = q.get("name").map(String::as_str).filter(|n| !n.is_empty());
+    let name = name.map(|n| n.strip_prefix('/').unwrap_or(n));
+    let id = engine.create(name, c.def, false, c.fields)?;
+    Ok(json_response(
+        201,
+        &ContainerCreateResponse {
+            id,
+            warnings: c.warnings,
+        },
+    ))
+}
+
+async fn container_action(
+    engine: &Arc<Engine>,
+    method: &Method,
+    id: &str,
+    rest: &[&str],
+    q: &Query,
+) -> ApiResult {
+    let timeout = match q.get("t") {
+        Some(t) => {
+            let secs = t
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad(format!("t={t:?} is not a number of seconds")))?;
+            // -1 is Docker's "wait forever".
+            Some(if secs < 0 {
+                Duration::from_secs(u64::from(u32::MAX))
+            } else {
+                Duration::from_secs(secs as u64)
+            })
+        }
+        None => None,
+    };
+    match (method, rest) {
+        (&Method::GET, ["json"]) => {
+            let snap = engine.inspect(id)?;
+            let reasons = engine
+                .images()
+                .get(&snap.record.image_id)
+                .ok()
+                .and_then(|image| {
+                    image
+                        .label(corral_image::labels::REASONS)
+                        .map(str::to_owned)
+                });
+            Ok(json_response(200, &inspect(&snap, reasons.as_deref())))
+        }
+        (&Method::POST, ["start"]) => {
+            engine.start(id)?;
+            Ok(super::empty(204))
+        }
+        (&Method::POST, ["stop"]) => {
+            engine.stop(id, timeout).await?;
+            Ok(super::empty(204))
+        }
+        (&Method::POST, ["restart"]) => {
+            engine.restart(id, timeout).await?;
+            Ok(super::empty(204))
+        }
+        (&Method::POST, ["kill"]) => {
+            let signal = parse_signal(q.get("signal").map(String::as_str).unwrap_or("SIGKILL"))?;
+            engine.kill(id, signal)?;
+            Ok(super::empty(204))
+        }
+        (&Method::POST, ["wait"]) => wait(engine, id, q),
+        (&Method::GET, ["logs"]) => logs(engine, id, q),
+        (&Method::DELETE, []) => {
+            if flag(q, "link") {
+                return Err(ApiError::bad(
+                    "link=1: links are not supported by this engine",
+                ));
+            }
+            // `v` (anonymous volumes) has nothing to remove: the engine
+            // makes none.
+            engine.remove(id, flag(q, "force")).await?;
+            Ok(super::empty(204))
+        }
+        _ => Err(super::no_route(
+            method,
+            &format!("containers/{id}/{}", rest.join("/")),
+        )),
+    }
+}
+
+/// `wait`: the headers go out at once, the exit code when it comes.
+fn wait(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
+    let condition = q
+        .get("condition")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or("not-running")
+        .to_owned();
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad(format!(
+            "condition={condition:?}: use not-running, next-exit or removed"
+        )));
+    }
+    let engine = engine.clone();
+    let id = id.to_owned();
+    Ok(streams::later(
+        "application/json",
+        move |mut tx| async move {
+            let code = match condition.as_str() {
+                "next-exit" => engine.wait(&id, true).await,
+                "removed" => engine.wait_removed(&id).await,
+                _ => engine.wait(&id, false).await,
+            };
+            let answer = match code {
+                Ok(code) => ContainerWaitResponse {
+                    status_code: code,
+                    error: None,
+                },
+                Err(e) => ContainerWaitResponse {
+                    status_code: -1,
+                    error: Some(ContainerWaitExitError {
+                        message: Some(e.to_string()),
+                    }),
+                },
+            };
+            let text = serde_json::to_string(&answer).unwrap_or_default() + "\n";
+            let _ = tx.send_data(Bytes::from(text)).await;
+        },
+    ))
+}
+
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, ApiError> {
+    use std::str::FromStr;
+    let bad = || ApiError::bad(format!("invalid signal {s:?}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+}
+
+fn streams_wanted(q: &Query) -> Result<impl Fn(&Entry) -> bool + Clone, ApiError> {
+    let stdout = flag(q, "stdout");
+    let stderr = flag(q, "stderr");
+    if !stdout && !stderr {
+        return Err(ApiError::bad(
+            "you must choose at least one stream (stdout=1 and/or stderr=1)",
+        ));
+    }
+    Ok(move |e: &Entry| match e.stream {
+        Stream::Stdout => stdout,
+        Stream::Stderr => stderr,
+    })
+}
+
+fn logs(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
+    let wanted = streams_wanted(q)?;
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("all") | Some("") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::bad(format!("tail={n:?} is not a number or \"all\"")))?,
+        ),
+    };
+    let follow = flag(q, "follow");
+    let timestamps = flag(q, "timestamps");
+    let (history, live, exits) = engine.logs(id, tail, follow)?;
+    let mut head = Vec::new();
+    for e in history.iter().filter(|e| wanted(e)) {
+        head.extend_from_slice(&frame(e, timestamps));
+    }
+    let (Some(mut live), Some(mut exits)) = (live, exits) else {
+        let mut r = hyper::Response::new(super::full(head));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(streams::RAW_STREAM),
+        );
+        return Ok(r);
+    };
+    Ok(streams::later(
+        streams::RAW_STREAM,
+        move |mut tx| async move {
+            if tx.send_data(head.into()).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    e = live.recv() => match e {
+                        Ok(e) if wanted(&e) => if tx.send_data(frame(&e, timestamps)).await.is_err() { return },
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            warn!("a log follower fell {n} lines behind; they are skipped");
+                        }
+                        Err(_) => return,
+                    },
+                    _ = exits.changed() => {
+                        // The log is complete before an exit is announced.
+                        while let Ok(e) = live.try_recv() {
+                            if wanted(&e) && tx.send_data(frame(&e, timestamps)).await.is_err() { return }
+                        }
+                        return;
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// `attach`: the container's output, framed, on the hijacked connection
+/// from now until its next exit (what `docker run` without `-d` reads; it
+/// attaches before it starts the container). `logs=1` sends what it
+/// printed before first. Input is not taken: create refuses `-i`.
+fn attach(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Query) -> ApiResult {
+    if flag(q, "stdin") && !flag(q, "stdout") && !flag(q, "stderr") {
+        return Err(ApiError::bad(
+            "stdin=1: input is not supported by this engine yet",
+        ));
+    }
+    let wanted = streams_wanted(q)?;
+    let stream = flag(q, "stream");
+    let history = if flag(q, "logs") {
+        engine.logs(id, None, false)?.0
+    } else {
+        Vec::new()
+    };
+    let (mut live, mut exits) = engine.subscribe(id)?;
+    if !streams::wants_upgrade(&req) {
+        // A plain request: the output as a streamed body.
+        let head: Vec<u8> = history
+            .iter()
+            .filter(|e| wanted(e))
+            .flat_map(|e| frame(e, false).to_vec())
+            .collect();
+        return Ok(streams::later(
+            streams::RAW_STREAM,
+            move |mut tx| async move {
+                if tx.send_data(head.into()).await.is_err() || !stream {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        e = live.recv() => match e {
+                            Ok(e) if wanted(&e) => if tx.send_data(frame(&e, false)).await.is_err() { return },
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return,
+                        },
+                        _ = exits.changed() => {
+                            while let Ok(e) = live.try_recv() {
+                                if wanted(&e) && tx.send_data(frame(&e, false)).await.is_err() { return }
+                            }
+                            return;
+                        }
+                    }
+                }
+            },
+        ));
+    }
+    Ok(streams::hijack(req, move |mut io| async move {
+        for e in history.iter().filter(|e| wanted(e)) {
+            if io.write_all(&frame(e, false)).await.is_err() {
+                return;
+            }
+        }
+        if stream {
+            loop {
+                tokio::select! {
+                    e = live.recv() => match e {
+                        Ok(e) if wanted(&e) => if io.write_all(&frame(&e, false)).await.is_err() { return },
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            warn!("an attached client fell {n} lines behind; they are skipped");
+                        }
+                        Err(_) => break,
+                    },
+                    _ = exits.changed() => {
+                        while let Ok(e) = live.try_recv() {
+                            if wanted(&e) && io.write_all(&frame(&e, false)).await.is_err() { return }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = io.flush().await;
+        let _ = io.shutdown().await;
+    }))
+}
+
+// What the listing and inspect show.
+
+fn human_ago(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+fn since(t: Option<&str>) -> Option<Duration> {
+    let t = humantime::parse_rfc3339_weak(t?).ok()?;
+    SystemTime::now().duration_since(t).ok()
+}
+
+/// Docker's human status line: "Up 5 minutes", "Exited (0) 3 seconds ago".
+pub fn status_line(s: &RunState) -> String {
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!(
+            "Up {}",
+            human_ago(since(s.started_at.as_deref()).unwrap_or_default())
+        ),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            human_ago(since(s.finished_at.as_deref()).unwrap_or_default())
+        ),
+        Status::Exited => format!(
+            "Exited ({}){} {} ago",
+            s.exit_code.unwrap_or(0),
+            if s.oom_killed { " OOM killed" } else { "" },
+            human_ago(since(s.finished_at.as_deref()).unwrap_or_default())
+        ),
+    }
+}
+
+fn shares(def: &ServiceDef, ns: HostNamespace) -> bool {
+    def.host_namespaces.iter().flatten().any(|n| *n == ns)
+}
+
+fn network_mode(def: &ServiceDef) -> &'static str {
+    if shares(def, HostNamespace::Net) {
+        "host"
+    } else {
+        "none"
+    }
+}
+
+fn labels(snap: &Snapshot) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = snap.record.api.labels.clone().into_iter().collect();
+    if snap.record.service {
+        l.insert("io.corral.service".into(), snap.record.name.clone());
+    }
+    l
+}
+
+fn summary(snap: &Snapshot) -> ContainerSummary {
+    let r = &snap.record;
+    let argv = crate::spec::argv(&r.def, &oci_spec::image::Config::default());
+    ContainerSummary {
+        id: Some(r.id.clone()),
+        names: Some(vec![format!("/{}", r.name)]),
+        image: Some(r.image.clone()),
+        image_id: Some(r.image_id.clone()),
+        command: Some(argv.join(" ")),
+        created: Some(super::images::unix_time(Some(&r.created))),
+        ports: Some(Vec::new()),
+        labels: Some(labels(snap)),
+        state: Some(match r.state.status {
+            Status::Created => ContainerSummaryStateEnum::CREATED,
+            Status::Running => ContainerSummaryStateEnum::RUNNING,
+            Status::Restarting => ContainerSummaryStateEnum::RESTARTING,
+            Status::Exited => ContainerSummaryStateEnum::EXITED,
+        }),
+        status: Some(status_line(&r.state)),
+        host_config: Some(ContainerSummaryHostConfig {
+            network_mode: Some(network_mode(&r.def).into()),
+            ..Default::default()
+        }),
+        network_settings: Some(ContainerSummaryNetworkSettings {
+            networks: Some(HashMap::new()),
+        }),
+        mounts: Some(Vec::new()),
+        ..Default::default()
+    }
+}
+
+/// `docker ps --filter` as maps (`{"status":{"exited":true}}`, the CLI)
+/// or lists (`{"label":["k=v"]}`, docker-py and compose).
+#[derive(Debug, Default)]
+pub struct Filters(HashMap<String, Vec<String>>);
+
+impl Filters {
+    pub fn parse(text: Option<&str>, known: &[&str]) -> Result<Self, ApiError> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Ok(Self::default());
+        };
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| ApiError::bad(format!("filters: {e}")))?;
+        let Value::Object(o) = v else {
+            return Err(ApiError::bad("filters: not a JSON object"));
+        };
+        let mut out = HashMap::new();
+        for (k, v) in o {
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::bad(format!(
+                    "filters: {k:?} is not a filter this engine supports ({})",
+                    known.join(", ")
+                )));
+            }
+            let values: Vec<String> = match v {
+                Value::Object(m) => m
+                    .into_iter()
+                    .filter(|(_, on)| on.as_bool().unwrap_or(true))
+                    .map(|(k, _)| k)
+                    .collect(),
+                Value::Array(a) => a
+                    .into_iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect(),
+                Value::String(s) => vec![s],
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "filters: {k}: {other} is not a list or a map"
+                    )))
+                }
+            };
+            out.insert(k, values);
+        }
+        Ok(Self(out))
+    }
+
+    /// Every value of `key` must be satisfied by one of `got`... as
+    /// Docker: values of one key are alternatives, keys must all hold.
+    pub fn matches(&self, key: &str, test: impl Fn(&str) -> bool) -> bool {
+        match self.0.get(key) {
+            None => true,
+            Some(values) => values.iter().any(|v| test(v)),
+        }
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+}
+
+const PS_FILTERS: &[&str] = &["id", "name", "label", "status", "exited"];
+
+fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
+    let filters = Filters::parse(q.get("filters").map(String::as_str), PS_FILTERS)?;
+    let all = flag(q, "all") || filters.has("status") || filters.has("exited");
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") | Some("-1") | Some("0") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::bad(format!("limit={n:?} is not a number")))?,
+        ),
+    };
+    let mut list: Vec<ContainerSummary> = engine
+        .list()
+        .iter()
+        .filter(|s| all || s.record.state.status == Status::Running)
+        .filter(|s| {
+            let r = &s.record;
+            let labels = labels(s);
+            filters.matches("id", |v| r.id.starts_with(v))
+                && filters.matches("name", |v| r.name.contains(v.trim_start_matches('/')))
+                && filters.matches("status", |v| v == r.state.status.as_str())
+                && filters.matches("exited", |v| {
+                    r.state.status == Status::Exited && v.parse::<i32>().ok() == r.state.exit_code
+                })
+                && filters.0.get("label").is_none_or(|wanted| {
+                    wanted.iter().all(|l| match l.split_once('=') {
+                        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                        None => labels.contains_key(l.as_str()),
+                    })
+                })
+        })
+        .map(summary)
+        .collect();
+    if let Some(n) = limit {
+        list.truncate(n);
+    }
+    Ok(json_response(200, &list))
+}
+
+/// `key: reason` lines as a JSON object.
+fn reasons_json(text: Option<&str>) -> Value {
+    let map: serde_json::Map<String, Value> = text
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    Value::Object(map)
+}
+
+fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
+    let r = &snap.record;
+    let process = snap.spec.as_ref().and_then(|s| s.process().clone());
+    let args = process
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    let env = process
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let caps: Vec<String> = process
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+        .and_then(|c| c.bounding().clone())
+        .map(|b| {
+            let mut v: Vec<String> = b.iter().map(|c| c.to_string()).collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    let res = r.def.resources.clone().unwrap_or_default();
+    let never = "0001-01-01T00:00:00Z".to_owned();
+    let d = &r.def;
+    let response = ContainerInspectResponse {
+        id: Some(r.id.clone()),
+        created: Some(r.created.clone()),
+        path: args.first().cloned(),
+        args: Some(args.get(1..).unwrap_or_default().to_vec()),
+        state: Some(ContainerState {
+            status: Some(match r.state.status {
+                Status::Created => ContainerStateStatusEnum::CREATED,
+                Status::Running => ContainerStateStatusEnum::RUNNING,
+                Status::Restarting => ContainerStateStatusEnum::RESTARTING,
+                Status::Exited => ContainerStateStatusEnum::EXITED,
+            }),
+            running: Some(r.state.status == Status::Running),
+            paused: Some(false),
+            restarting: Some(r.state.status == Status::Restarting),
+            oom_killed: Some(r.state.oom_killed),
+            dead: Some(false),
+            pid: Some(i64::from(r.state.pid.unwrap_or(0))),
+            exit_code: Some(i64::from(r.state.exit_code.unwrap_or(0))),
+            error: Some(r.state.error.clone()),
+            started_at: Some(r.state.started_at.clone().unwrap_or_else(|| never.clone())),
+            finished_at: Some(r.state.finished_at.clone().unwrap_or(never)),
+            health: None,
+        }),
+        image: Some(r.image_id.clone()),
+        name: Some(format!("/{}", r.name)),
+        restart_count: Some(i64::from(r.restart_count)),
+        driver: Some("overlay2".into()),
+        platform: Some("linux".into()),
+        host_config: Some(HostConfig {
+            binds: Some(
+                d.binds
+                    .iter()
+                    .flatten()
+                    .map(|b| String::from(b.clone()))
+                    .collect(),
+            ),
+            network_mode: Some(network_mode(d).into()),
+            pid_mode: Some(
+                if shares(d, HostNamespace::Pid) {
+                    "host"
+                } else {
+                    ""
+                }
+                .into(),
+            ),
+            ipc_mode: Some(
+                if shares(d, HostNamespace::Ipc) {
+                    "host"
+                } else {
+                    "private"
+                }
+                .into(),
+            ),
+            uts_mode: Some(
+                if shares(d, HostNamespace::Uts) {
+                    "host"
+                } else {
+                    ""
+                }
+                .into(),
+            ),
+            restart_policy: Some(RestartPolicy {
+                name: Some(match crate::engine::restart_policy(d, r.service) {
+                    Restart::Always => RestartPolicyNameEnum::ALWAYS,
+                    Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+                    Restart::No => RestartPolicyNameEnum::NO,
+                }),
+                maximum_retry_count: Some(
+                    if crate::engine::restart_policy(d, r.service) == Restart::OnFailure {
+                        i64::from(d.max_retries())
+                    } else {
+                        0
+                    },
+                ),
+            }),
+            auto_remove: Some(r.api.auto_remove),
+            privileged: Some(d.privileged.unwrap_or(false)),
+            readonly_rootfs: Some(d.readonly_rootfs.unwrap_or(false)),
+            init: d.init,
+            cap_add: Some(
+                d.cap_add
+                    .iter()
+                    .flatten()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
+            ),
+            cap_drop: Some(
+                d.cap_drop
+                    .iter()
+                    .flatten()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
+            ),
+            memory: Some(res.memory.map(|m| m.get() as i64).unwrap_or(0)),
+            pids_limit: Some(i64::from(res.pids.unwrap_or(0))),
+            nano_cpus: Some(res.cpus.map(|c| (c.get() * 1e9) as i64).unwrap_or(0)),
+            blkio_weight: Some(res.io_weight.unwrap_or(0)),
+            security_opt: Some(if d.seccomp == Some(false) {
+                vec!["seccomp=unconfined".into()]
+            } else {
+                Vec::new()
+            }),
+            ..Default::default()
+        }),
+        config: Some(ContainerConfig {
+            hostname: snap.spec.as_ref().and_then(|s| s.hostname().clone()),
+            env: Some(env),
+            cmd: d.command.clone(),
+            entrypoint: d.entrypoint.clone(),
+            image: Some(r.image.clone()),
+            working_dir: process
+                .as_ref()
+                .map(|p| p.cwd().to_string_lossy().into_owned()),
+            user: Some(d.user.clone().unwrap_or_default()),
+            labels: Some(labels(snap)),
+            tty: Some(false),
+            open_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            stop_timeout: Some(d.stop_timeout().as_secs() as i64),
+            ..Default::default()
+        }),
+        mounts: Some(Vec::new()),
+        network_settings: Some(NetworkSettings {
+            networks: Some(HashMap::new()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(&response).unwrap_or(Value::Null);
+    v["Corral"] = serde_json::json!({
+        "Service": r.service,
+        "Definition": serde_json::to_value(d).unwrap_or(Value::Null),
+        "Capabilities": caps,
+        // Why the image's service definition grants what it does.
+        "Reasons": reasons_json(reasons),
+    });
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_become_an_object() {
+        let v = reasons_json(Some(
+            "cap-add.NET_ADMIN: sets addresses\nhost-namespaces.net: the host's links: all of them",
+        ));
+        assert_eq!(v["cap-add.NET_ADMIN"], "sets addresses");
+        assert_eq!(v["host-namespaces.net"], "the host's links: all of them");
+        assert_eq!(reasons_json(None), serde_json::json!({}));
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn filters_come_as_maps_and_lists() {
+        let f = Filters::parse(Some(r#"{"status":{"exited":true}}"#), PS_FILTERS).unwrap();
+        assert!(f.matches("status", |v| v == "exited"));
+        assert!(!f.matches("status", |v| v == "running"));
+        let f = Filters::parse(Some(r#"{"label":["a=b","c"]}"#), PS_FILTERS).unwrap();
+        assert_eq!(f.0["label"], ["a=b", "c"]);
+        assert!(f.matches("name", |_| false), "an absent key holds");
+        let e = Filters::parse(Some(r#"{"ancestor":["x"]}"#), PS_FILTERS).unwrap_err();
+        assert!(
+            e.message.contains("\"ancestor\" is not a filter"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn status_lines() {
+        let mut s = RunState::default();
+        assert_eq!(status_line(&s), "Created");
+        s.status = Status::Exited;
+        s.exit_code = Some(137);
+        s.oom_killed = true;
+        s.finished_at = Some(
+            humantime::format_rfc3339(SystemTime::now() - Duration::from_secs(125)).to_string(),
+        );
+        assert_eq!(status_line(&s), "Exited (137) OOM killed 2 minutes ago");
+    }
+}

@@ -1,0 +1,197 @@
+//! `/images/...`: list, inspect, load and remove.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bollard_stubs::models::{
+    ImageConfig, ImageDeleteResponseItem, ImageInspect, ImageInspectRootFs, ImageSummary,
+};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use serde_json::json;
+
+use super::{flag, json_response, parse_query, ApiError, ApiResult};
+use crate::engine::Engine;
+
+pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
+    let q = parse_query(req.uri().query());
+    match (req.method().clone(), rest) {
+        (Method::GET, ["json"]) => list(engine).await,
+        (Method::POST, ["load"]) => load(engine, req, flag(&q, "quiet")).await,
+        (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
+            let reference = name.join("/");
+            let image = lookup(engine, &reference)?;
+            Ok(json_response(200, &inspect(&image)))
+        }
+        (Method::DELETE, name) if !name.is_empty() => remove(engine, &name.join("/")).await,
+        (m, _) => Err(super::no_route(&m, &format!("images/{}", rest.join("/")))),
+    }
+}
+
+pub fn lookup(engine: &Engine, reference: &str) -> Result<corral_image::Image, ApiError> {
+    engine
+        .images()
+        .get(reference)
+        .map_err(|e| image_error(reference, e))
+}
+
+pub fn image_error(reference: &str, e: corral_image::Error) -> ApiError {
+    match e {
+        corral_image::Error::NotFound(_) => {
+            ApiError::new(404, format!("No such image: {reference}"))
+        }
+        corral_image::Error::InUse(_) => ApiError::new(409, e.to_string()),
+        other => ApiError::bad(other.to_string()),
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time, 0 when unknown.
+pub fn unix_time(rfc3339: Option<&str>) -> i64 {
+    rfc3339
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn labels(image: &corral_image::Image) -> HashMap<String, String> {
+    image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn summary(image: &corral_image::Image) -> ImageSummary {
+    ImageSummary {
+        id: image.id.clone(),
+        parent_id: String::new(),
+        repo_tags: image.names.clone(),
+        repo_digests: Vec::new(),
+        created: unix_time(image.created.as_deref()),
+        size: image.size as i64,
+        shared_size: -1,
+        labels: labels(image),
+        containers: -1,
+        manifests: None,
+        descriptor: None,
+    }
+}
+
+pub fn inspect(image: &corral_image::Image) -> ImageInspect {
+    let c = image.config.config().clone().unwrap_or_default();
+    ImageInspect {
+        id: Some(image.id.clone()),
+        repo_tags: Some(image.names.clone()),
+        repo_digests: Some(Vec::new()),
+        created: image.created.clone(),
+        config: Some(ImageConfig {
+            user: c.user().clone(),
+            env: c.env().clone(),
+            cmd: c.cmd().clone(),
+            entrypoint: c.entrypoint().clone(),
+            working_dir: c.working_dir().clone(),
+            labels: Some(labels(image)),
+            exposed_ports: c.exposed_ports().clone(),
+            volumes: c.volumes().clone(),
+            stop_signal: c.stop_signal().clone(),
+            ..Default::default()
+        }),
+        architecture: Some(image.config.architecture().to_string()),
+        os: Some(image.config.os().to_string()),
+        size: Some(image.size as i64),
+        root_fs: Some(ImageInspectRootFs {
+            typ: "layers".into(),
+            layers: Some(image.config.rootfs().diff_ids().clone()),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn list(engine: &Arc<Engine>) -> ApiResult {
+    let store = engine.images().clone();
+    let images = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let list: Vec<ImageSummary> = images.iter().map(summary).collect();
+    Ok(json_response(200, &list))
+}
+
+/// `docker load`: the archive is spooled to the data root (it may be
+/// large) and imported whole or not at all.
+/// `quiet` only turns progress off (the CLI sets it whenever its output is
+/// not a terminal); the "Loaded image" lines are always sent, as Docker's.
+async fn load(engine: &Arc<Engine>, req: Request<Incoming>, _quiet: bool) -> ApiResult {
+    use std::io::Write;
+    let dir = engine.config().data_root.join("uploads");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
+    let file = tempfile::NamedTempFile::new_in(&dir).map_err(ApiError::internal)?;
+    let mut writer = std::io::BufWriter::new(file);
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad(format!("reading the uploaded archive: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            writer
+                .write_all(data)
+                .map_err(|e| ApiError::internal(format!("spooling the upload: {e}")))?;
+        }
+    }
+    let file = writer.into_inner().map_err(ApiError::internal)?;
+    let store = engine.images().clone();
+    let loaded = tokio::task::spawn_blocking(move || store.load(file.path()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    // A JSON stream, rendered by the CLI only with this exact type.
+    let mut out = String::new();
+    for l in &loaded {
+        let line = if l.names.is_empty() {
+            format!("Loaded image ID: {}\n", l.id)
+        } else {
+            l.names
+                .iter()
+                .map(|n| format!("Loaded image: {n}\n"))
+                .collect()
+        };
+        out.push_str(&json!({ "stream": line }).to_string());
+        out.push('\n');
+    }
+    let mut r = hyper::Response::new(super::full(out));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+async fn remove(engine: &Arc<Engine>, reference: &str) -> ApiResult {
+    let store = engine.images().clone();
+    let e2 = engine.clone();
+    let r = reference.to_owned();
+    let removed =
+        tokio::task::spawn_blocking(move || store.remove(&r, &|img| e2.image_in_use(&img.id)))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| image_error(reference, e))?;
+    let list: Vec<ImageDeleteResponseItem> = removed
+        .into_iter()
+        .map(|r| match r {
+            corral_image::Removed::Untagged(n) => ImageDeleteResponseItem {
+                untagged: Some(n),
+                deleted: None,
+            },
+            corral_image::Removed::Deleted(id) => ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(id),
+            },
+        })
+        .collect();
+    Ok(json_response(200, &list))
+}

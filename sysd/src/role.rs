@@ -1,0 +1,92 @@
+//! What differs between the system engine and the user engine, as data.
+//!
+//! Both roles are the same engine, API and runtime; a role only changes
+//! where things live, who may connect, and what its containers get from
+//! the host. Code asks the policy (`role.system_containers`), never the
+//! role's name.
+
+use std::path::PathBuf;
+
+/// The group of the user engine's socket: `docker` in the console image's
+/// `/etc/group` (images/console/group), which user `corral` is in.
+pub const DOCKER_GID: u32 = 990;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePolicy {
+    /// `system` or `user`: in messages, `docker info`'s labels.
+    pub name: &'static str,
+    /// The API socket.
+    pub socket: &'static str,
+    /// Its mode, and the group that may connect besides root.
+    pub socket_mode: u32,
+    pub socket_group: Option<u32>,
+    /// Transient state (container records, output FIFOs): kept across an
+    /// engine restart so the next engine adopts what runs.
+    pub run_root: &'static str,
+    /// Images, containers' upper directories, logs, volumes.
+    pub data_root: &'static str,
+    /// Containers' cgroups, relative to the cgroup mount. The user engine
+    /// runs in a system container whose `/sys/fs/cgroup` is the subtree
+    /// delegated to it (corral/user), so its containers go at its top.
+    pub cgroup_parent: &'static str,
+    /// Its containers are system containers: they get the host's syslog
+    /// socket as /dev/log and the resolver the network service writes.
+    pub system_containers: bool,
+    /// Imports the initramfs's images and runs the system config's
+    /// services; owns the saved system config (`corral config set`).
+    pub runs_system_services: bool,
+}
+
+pub const SYSTEM: RolePolicy = RolePolicy {
+    name: "system",
+    socket: "/run/corral/system.sock",
+    socket_mode: 0o600,
+    socket_group: None,
+    run_root: "/run/corral/system",
+    data_root: "/var/lib/corral/system",
+    cgroup_parent: "corral/system",
+    system_containers: true,
+    runs_system_services: true,
+};
+
+pub const USER: RolePolicy = RolePolicy {
+    name: "user",
+    // A directory of its own, bound into the user-engine container: a
+    // socket file bound on its own would go stale when the engine restarts.
+    socket: "/run/corral/docker/docker.sock",
+    socket_mode: 0o660,
+    socket_group: Some(DOCKER_GID),
+    run_root: "/run/corral/user",
+    data_root: "/var/lib/corral/user",
+    cgroup_parent: "",
+    system_containers: false,
+    runs_system_services: false,
+};
+
+impl RolePolicy {
+    pub fn socket_path(&self) -> PathBuf {
+        PathBuf::from(self.socket)
+    }
+}
+
+/// `parent/id`, or `id` at the top of the cgroup tree the engine was given.
+pub fn cgroup_path(parent: &str, id: &str) -> String {
+    let parent = parent.trim_matches('/');
+    if parent.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{parent}/{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_go_below_the_parent_or_at_the_top() {
+        assert_eq!(cgroup_path("corral/system", "abc"), "corral/system/abc");
+        assert_eq!(cgroup_path("", "abc"), "abc");
+        assert_eq!(cgroup_path("/x/", "abc"), "x/abc");
+    }
+}
