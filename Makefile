@@ -28,19 +28,28 @@ all: kernel initramfs
 deps:
 	@tools/deps.sh
 
-# Static guest programs: init and the test/benchmark fixtures.
+# Static guest programs: init and the test/benchmark fixtures. cargo
+# leaves an unchanged binary alone and `install -C` an unchanged copy, so
+# nothing below is rebuilt when nothing changed: a second `make run`
+# boots at once.
+GUEST_PROGRAMS := init sysd corral corral-monitor corral-netconf
+GUEST_FIXTURES := zombie-storm floor-init container-bench
+GUEST_FILES := $(addprefix $(OUT)/,$(GUEST_PROGRAMS)) $(addprefix $(OUT)/guest/,$(GUEST_FIXTURES))
 guest: deps
 	@$(STAGE) "build guest binaries" env RUSTFLAGS="$(GUEST_RUSTFLAGS)" \
 		$(CARGO) build --release --locked --target $(GUEST_TARGET) \
 		-p corral-init -p corral-sysd -p corral-net -p corral-guest-tools
 	@mkdir -p $(OUT)/guest
-	@cp $(GUEST_BIN)/init $(OUT)/init
-	@cp $(GUEST_BIN)/sysd $(GUEST_BIN)/corral $(GUEST_BIN)/corral-netconf $(OUT)/
-	@cp $(GUEST_BIN)/zombie-storm $(GUEST_BIN)/floor-init $(GUEST_BIN)/container-bench $(OUT)/guest/
+	@install -C -m 0755 $(addprefix $(GUEST_BIN)/,$(GUEST_PROGRAMS)) $(OUT)/
+	@install -C -m 0755 $(addprefix $(GUEST_BIN)/,$(GUEST_FIXTURES)) $(OUT)/guest/
+$(GUEST_FILES): guest ; @:
 
 # Host tools: the initramfs writer and the VM harness (qemu/run, benchmarks).
+MKIMAGE := $(HOST_BIN)/corral-mkimage
+MKCPIO := $(HOST_BIN)/corral-initramfs
 host: deps
 	@$(STAGE) "build host tools" $(CARGO) build --locked -p corral-tools -p corral-qemu --bins
+$(MKIMAGE) $(MKCPIO): host ; @:
 
 build: guest host
 
@@ -49,23 +58,35 @@ kernel: deps
 
 # System container images, written reproducibly by corral-mkimage: busybox
 # from its script, the services from their recipes (images/*/image.toml),
-# which take files from Debian's packages (cached outside the clone).
+# which take files from Debian's packages (cached outside the clone). An
+# image is rebuilt when its recipe directory, the project's binaries, the
+# tool or the files recipes take from rootfs/etc change.
 RECIPES := $(wildcard images/*/image.toml)
-images: host guest
-	@$(STAGE) "image busybox" images/busybox/build.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@for r in $(RECIPES); do \
-		name=$$(basename $$(dirname $$r)); \
-		$(STAGE) "image $$name" $(HOST_BIN)/corral-mkimage --recipe $$r \
-			--out-dir $(OUT) --output $(OUT)/images/$$name.tar || exit 1; \
-	done
+IMAGE_TARS := $(OUT)/images/busybox.tar \
+	$(patsubst images/%/image.toml,$(OUT)/images/%.tar,$(RECIPES))
+ROOTFS_ETC := $(shell find rootfs/etc -type f)
+# Debian's files the images and the initramfs take, installed by deps.
+HOST_INPUTS := /bin/busybox /usr/bin/tini-static
+$(HOST_INPUTS): deps ; @:
+.SECONDEXPANSION:
+.DELETE_ON_ERROR:
+$(OUT)/images/busybox.tar: images/busybox/build.sh $(ROOTFS_ETC) $(MKIMAGE) /bin/busybox
+	@$(STAGE) "image busybox" images/busybox/build.sh $(OUT) $(MKIMAGE)
+$(OUT)/images/%.tar: $$(wildcard images/$$*/*) $(ROOTFS_ETC) $(GUEST_FILES) $(MKIMAGE)
+	@$(STAGE) "image $*" $(MKIMAGE) --recipe images/$*/image.toml \
+		--out-dir $(OUT) --output $@
+images: $(IMAGE_TARS)
 
-initramfs: guest host images
-	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(HOST_BIN)/corral-initramfs
+$(OUT)/initramfs.img: rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \
+		$(IMAGE_TARS) $(MKCPIO) $(MKIMAGE) /bin/busybox /usr/bin/tini-static
+	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(MKCPIO)
+$(OUT)/floor-initramfs.img: $(OUT)/guest/floor-init $(MKCPIO)
 	@rm -rf $(OUT)/floor.d && mkdir -p $(OUT)/floor.d
 	@install -m 0755 $(OUT)/guest/floor-init $(OUT)/floor.d/init
-	@$(HOST_BIN)/corral-initramfs --root $(OUT)/floor.d \
+	@$(MKCPIO) --root $(OUT)/floor.d \
 		--char-device /dev/console:5:1:600 --output $(OUT)/floor-initramfs.cpio
 	@zstd -q -19 -f --rm $(OUT)/floor-initramfs.cpio -o $(OUT)/floor-initramfs.img
+initramfs: $(OUT)/initramfs.img $(OUT)/floor-initramfs.img
 
 run: kernel initramfs
 	qemu/run $(RUN_ARGS)
@@ -81,8 +102,7 @@ unit: deps
 
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@$(STAGE) "QEMU boot tests" $(CARGO) test --locked -p corral-qemu \
-		--test boot --test engine --test services --test config --test docker -- --test-threads=2
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services" "config docker"
 
 test: lint unit boot-test
 

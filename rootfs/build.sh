@@ -7,7 +7,8 @@
 #   MKIMAGE corral-mkimage, which stages e2fsprogs (rootfs/e2fsprogs.toml)
 #           from Debian's package with its libraries
 #
-# Also takes OUT_DIR/sysd and OUT_DIR/corral (the engine and its CLI),
+# Also takes OUT_DIR/sysd, OUT_DIR/corral and OUT_DIR/corral-monitor (the
+# engine, its CLI and the per-container monitor),
 # OUT_DIR/images/*.tar (system images, imported by sysd at boot) and
 # Debian's tini-static (the container init for `init = true`).
 #
@@ -34,7 +35,7 @@ die() { printf 'initramfs: error: %s\n' "$*" >&2; exit 1; }
 [ -x "$init" ] || die "init binary $init not found (make build)"
 [ -x "$busybox" ] || die "$busybox not found (install busybox-static: make deps)"
 [ -x "$tini" ] || die "$tini not found (install tini: make deps)"
-for bin in sysd corral; do
+for bin in sysd corral corral-monitor; do
     [ -x "$out/$bin" ] || die "$out/$bin not found (make build)"
 done
 ls "$out"/images/*.tar >/dev/null 2>&1 || die "no system images in $out/images (make images)"
@@ -63,6 +64,7 @@ done
 # The container engine, its CLI, the container init and the system images.
 install -m 0755 "$out/sysd" usr/bin/sysd
 install -m 0755 "$out/corral" usr/bin/corral
+install -m 0755 "$out/corral-monitor" usr/libexec/corral/monitor
 install -m 0755 "$tini" usr/libexec/corral/tini
 for image in "$out"/images/*.tar; do
     install -m 0644 "$image" usr/share/corral/images/

@@ -362,7 +362,52 @@ fn docker_cli_over_ssh() {
         numbers.iter().enumerate().all(|(i, n)| *n == i as u32 + 1),
         "lines missing or repeated across the engine's restart:\n{logs}"
     );
-    docker.ok(&vm, &["rm", "-f", "ticker"]);
+
+    // A container that ends while no engine runs: its monitor keeps the
+    // status, and the next engine reports it. The engine is stopped (not
+    // killed) so the outage surely spans the exit.
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "seven",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "sleep 4; exit 7",
+        ],
+    );
+    ssh_ok(&vm, &key, "sudo corral system stop user-engine");
+    std::thread::sleep(Duration::from_secs(8));
+    ssh_ok(&vm, &key, "sudo corral system start user-engine");
+    docker.wait_ready(&vm, BOOT);
+    let waited = docker.ok(&vm, &["wait", "seven"]);
+    assert_eq!(waited.trim(), "7", "{}", vm.fail("wait after the outage"));
+    let status = docker.ok(
+        &vm,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "name=seven",
+            "--format",
+            "{{.Status}}",
+        ],
+    );
+    assert!(status.starts_with("Exited (7)"), "{status}");
+    // The ticker wrote through the outage too.
+    let logs = docker.ok(&vm, &["logs", "ticker"]);
+    let numbers: Vec<u32> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u32 + 1),
+        "lines missing or repeated across the engine's stop:\n{logs}"
+    );
+    docker.ok(&vm, &["rm", "-f", "ticker", "seven"]);
 
     // In the SSH session: docker without sudo, the socket's group, the
     // host name resolving for sudo, and corral's output into a pipe.

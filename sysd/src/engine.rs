@@ -16,7 +16,7 @@
 //! without disturbing its containers.
 
 use std::collections::BTreeMap;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use corral_config::service::ServiceDef;
 use corral_image::Store;
 use corral_runtime::cgroup::Cgroup;
-use corral_runtime::{Process, Rootfs, SpawnOptions, Stdio};
+use corral_runtime::Process;
 use log::{error, info, warn};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub cgroup_parent: String,
     /// tini, for containers that ask for an init.
     pub init_binary: Option<PathBuf>,
+    /// `corral-monitor`, the parent of every container (see `monitor`).
+    pub monitor_binary: PathBuf,
     pub log_max_size: u64,
     pub log_keep: u32,
 }
@@ -103,11 +105,30 @@ pub struct Snapshot {
     pub spec: Option<Spec>,
 }
 
+/// A started container.
+pub struct Running {
+    /// The container's first process, for signals; None when it had
+    /// ended before the engine could follow it.
+    container: Option<Process>,
+    /// Its monitor, whose end means the container's (for a container an
+    /// earlier release started without one: the container itself).
+    monitor: Process,
+}
+
+impl Running {
+    fn signal(&self, signal: Signal) -> std::result::Result<(), corral_runtime::Error> {
+        match &self.container {
+            Some(p) => p.signal(signal),
+            None => Ok(()),
+        }
+    }
+}
+
 struct Container {
     record: Record,
     spec: Spec,
     layers: Vec<PathBuf>,
-    process: Option<Arc<Process>>,
+    process: Option<Arc<Running>>,
     /// Bumped on each start, so a late exit or restart timer of an earlier
     /// run cannot act on the current one.
     generation: u64,
@@ -348,7 +369,7 @@ impl Engine {
 
     /// Starts a created or exited container.
     pub fn start(self: &Arc<Self>, id: &str) -> Result<()> {
-        let (spec, layers, name, generation) = {
+        let (layers, name, generation) = {
             let mut inner = self.lock();
             let c = inner
                 .containers
@@ -362,12 +383,7 @@ impl Engine {
             }
             c.stopping = false;
             c.generation += 1;
-            (
-                c.spec.clone(),
-                c.layers.clone(),
-                c.record.name.clone(),
-                c.generation,
-            )
+            (c.layers.clone(), c.record.name.clone(), c.generation)
         };
         if self
             .lock()
@@ -380,50 +396,30 @@ impl Engine {
         }
         let run_dir = self.states.container_dir(id);
         let data = self.data_dir(id);
-        let open_fifo = |stream: &str| -> std::io::Result<OwnedFd> {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(run_dir.join(stream))?;
-            Ok(OwnedFd::from(f))
-        };
         // The reading ends are opened before the process starts: output a
         // short-lived process leaves in a FIFO nobody holds open is lost.
         let readers = self.open_readers(id).map_err(|e| {
             EngineError::Internal(format!("opening the output FIFOs of {name}: {e}"))
         })?;
-        // (message, whether the container's command is at fault)
-        let spawned = (|| -> std::result::Result<Process, (String, bool)> {
-            let stdout =
-                open_fifo("stdout").map_err(|e| (format!("opening stdout FIFO: {e}"), false))?;
-            let stderr =
-                open_fifo("stderr").map_err(|e| (format!("opening stderr FIFO: {e}"), false))?;
-            corral_runtime::spawn(SpawnOptions {
-                id,
-                spec: &spec,
-                rootfs: Rootfs::Overlay {
-                    lower: layers,
-                    upper: data.join("upper"),
-                    work: data.join("work"),
-                },
-                mountpoint: run_dir.join("rootfs"),
-                cgroup_root: self.cfg.cgroup_root.clone(),
-                stdio: Stdio {
-                    stdin: None,
-                    stdout: Some(stdout),
-                    stderr: Some(stderr),
-                },
-            })
-            .map_err(|e| (e.to_string(), e.is_exec()))
-        })();
-        let process = match spawned {
-            Ok(p) => Arc::new(p),
+        let request = crate::monitor::Request {
+            id: id.to_owned(),
+            lower: layers,
+            upper: data.join("upper"),
+            work: data.join("work"),
+            mountpoint: run_dir.join("rootfs"),
+            cgroup_root: self.cfg.cgroup_root.clone(),
+            cgroup: crate::role::cgroup_path(&self.cfg.cgroup_parent, crate::monitor::CGROUP),
+        };
+        // Err: (message, whether the container's command is at fault)
+        let spawned = crate::monitor::start(&self.cfg.monitor_binary, &run_dir, &request);
+        let spawned = match spawned {
+            Ok(s) => s,
             Err((e, exec)) => {
                 let mut inner = self.lock();
                 if let Some(c) = inner.containers.get_mut(id) {
                     c.record.state.status = Status::Exited;
                     c.record.state.error = e.clone();
-                    c.record.state.exit_code = Some(127);
+                    c.record.state.exit_code = Some(if exec { 127 } else { 125 });
                     c.record.state.finished_at = Some(now());
                     let _ = self.states.save(&c.record);
                 }
@@ -440,25 +436,32 @@ impl Engine {
                 });
             }
         };
+        let pid = spawned.pid;
+        let running = Arc::new(Running {
+            container: spawned.container,
+            monitor: spawned.monitor,
+        });
         {
             let mut inner = self.lock();
             if let Some(c) = inner.containers.get_mut(id) {
                 c.record.state = RunState {
                     status: Status::Running,
-                    pid: Some(process.pid.as_raw()),
-                    start_time: Some(process.start_time),
+                    pid: Some(pid),
+                    start_time: Some(spawned.start_time),
+                    monitor_pid: Some(running.monitor.pid.as_raw()),
+                    monitor_start_time: Some(running.monitor.start_time),
                     started_at: Some(now()),
                     ..RunState::default()
                 };
-                c.process = Some(process.clone());
+                c.process = Some(running.clone());
                 c.started = Some(Instant::now());
                 if let Err(e) = self.states.save(&c.record) {
                     error!("saving the state of {name}: {e}");
                 }
             }
         }
-        info!("started {name} (pid {})", process.pid);
-        self.watch(id.to_owned(), generation, process, true, Some(readers));
+        info!("started {name} (pid {pid})");
+        self.watch(id.to_owned(), generation, running, true, Some(readers));
         Ok(())
     }
 
@@ -468,7 +471,7 @@ impl Engine {
         self: &Arc<Self>,
         id: String,
         generation: u64,
-        process: Arc<Process>,
+        running: Arc<Running>,
         child: bool,
         readers: Option<(std::fs::File, std::fs::File)>,
     ) {
@@ -479,7 +482,10 @@ impl Engine {
         let pump =
             tokio::spawn(async move { pump_engine.pump_logs(pump_id, readers, rx_done).await });
         tokio::spawn(async move {
-            let exit = wait_exit(&process, child).await;
+            let _ = wait_exit(&running.monitor, child).await;
+            // The monitor wrote how the container ended before it exited.
+            let exit = crate::monitor::read_exit(&engine.states.container_dir(&id))
+                .map_or(Exit::Unknown, |e| Exit::Code(e.code));
             let _ = tx_done.send(true);
             // The log is complete before anyone waiting hears of the exit.
             let _ = pump.await;
@@ -615,32 +621,38 @@ impl Engine {
                     "{name} {what}; restarting in {}",
                     humantime::format_duration(after)
                 );
-                let engine = self.clone();
-                let id = id.to_owned();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let still_wanted = {
-                        let mut inner = engine.lock();
-                        match inner.containers.get_mut(&id) {
-                            Some(c) if c.generation == generation && !c.stopping => {
-                                c.record.restart_count += 1;
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
-                    if still_wanted {
-                        if let Err(e) = engine.start(&id) {
-                            error!("restarting {name}: {e}");
-                        }
-                    }
-                });
+                self.restart_after(id, generation, after, name);
             }
             Decision::Stop => {
                 info!("{name} {what}");
                 self.remove_if_auto(id);
             }
         }
+    }
+
+    /// Starts `id` again after `after`, unless it was stopped or started
+    /// by hand meanwhile (another generation).
+    fn restart_after(self: &Arc<Self>, id: &str, generation: u64, after: Duration, name: String) {
+        let engine = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let still_wanted = {
+                let mut inner = engine.lock();
+                match inner.containers.get_mut(&id) {
+                    Some(c) if c.generation == generation && !c.stopping => {
+                        c.record.restart_count += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if still_wanted {
+                if let Err(e) = engine.start(&id) {
+                    error!("restarting {name}: {e}");
+                }
+            }
+        });
     }
 
     /// `--rm`: a container that has ended (or could not start) goes.
@@ -704,7 +716,7 @@ impl Engine {
         Ok(())
     }
 
-    fn kill_cgroup(&self, id: &str, process: &Process) {
+    fn kill_cgroup(&self, id: &str, process: &Running) {
         let _ = process.signal(Signal::SIGKILL);
         let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).kill_all();
     }
@@ -934,59 +946,106 @@ impl Engine {
                 .get(&record.image_id)
                 .map(|i| i.layers)
                 .unwrap_or_default();
-            let process = match (
-                record.state.status,
-                record.state.pid,
-                record.state.start_time,
-            ) {
-                (Status::Running, Some(pid), Some(st)) => match Process::adopt(pid, st) {
-                    Ok(p) => p.map(Arc::new),
-                    Err(e) => {
-                        warn!("{}: cannot re-attach to pid {pid}: {e}", record.name);
-                        None
-                    }
-                },
+            let follow = |pid: Option<i32>, start: Option<u64>| match (pid, start) {
+                (Some(pid), Some(start)) => Process::adopt(pid, start).unwrap_or_else(|e| {
+                    warn!("{}: cannot re-attach to pid {pid}: {e}", record.name);
+                    None
+                }),
                 _ => None,
             };
+            let st = &record.state;
+            let running = if st.status == Status::Running {
+                let container = follow(st.pid, st.start_time);
+                match st.monitor_pid {
+                    Some(_) => follow(st.monitor_pid, st.monitor_start_time)
+                        .map(|monitor| Running { container, monitor }),
+                    // An earlier release's container has no monitor: its
+                    // end is watched directly, its status stays unknown.
+                    None => container.map(|c| Running {
+                        container: follow(st.pid, st.start_time),
+                        monitor: c,
+                    }),
+                }
+                .map(Arc::new)
+            } else {
+                None
+            };
             let was_running = matches!(record.state.status, Status::Running | Status::Restarting);
-            if process.is_none() && was_running {
+            let mut ended = None;
+            if running.is_none() && was_running {
+                // Its monitor recorded how it ended, if it had one.
+                let exit = crate::monitor::read_exit(&run_dir);
                 record.state.status = Status::Exited;
                 record.state.pid = None;
-                record.state.exit_code = Some(-1);
-                record.state.finished_at = Some(now());
-                record.state.error =
-                    "exited while the engine was not running; exit status unknown".into();
-                let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(&id)))
-                    .kill_all();
-                let _ =
-                    Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(&id))).remove();
+                record.state.monitor_pid = None;
+                let cgroup = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(&id)));
+                record.state.oom_killed = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false);
+                match &exit {
+                    Some(e) => {
+                        record.state.exit_code = Some(e.code);
+                        record.state.finished_at = Some(e.finished_at.clone());
+                        record.state.error = String::new();
+                    }
+                    None => {
+                        record.state.exit_code = Some(-1);
+                        record.state.finished_at = Some(now());
+                        record.state.error =
+                            "exited while the engine was not running; exit status unknown".into();
+                    }
+                }
+                let _ = cgroup.kill_all();
+                let _ = cgroup.remove();
                 let _ = self.states.save(&record);
+                ended = Some(exit.map_or(Exit::Unknown, |e| Exit::Code(e.code)));
             }
             let name = record.name.clone();
-            let container = Container {
+            let mut container = Container {
                 backoff: Backoff::new(
                     restart_policy(&record.def, record.service),
                     record.def.max_retries(),
                 ),
                 spec,
                 layers,
-                process: process.clone(),
+                process: running.clone(),
                 generation: 1,
-                started: process.as_ref().map(|_| Instant::now()),
+                started: running.as_ref().map(|_| Instant::now()),
                 stopping: false,
                 exits: watch::channel(0).0,
                 removed: watch::channel(None).0,
                 logs: broadcast::channel(256).0,
                 record,
             };
+            // What ended while no engine ran gets its restart policy now.
+            let restart = match ended {
+                Some(exit) => match container.backoff.on_exit(exit, Duration::ZERO) {
+                    Decision::Restart { after } => {
+                        container.record.state.status = Status::Restarting;
+                        Some(after)
+                    }
+                    Decision::Stop => None,
+                },
+                None => None,
+            };
+            let code = container.record.state.exit_code.unwrap_or(-1);
             self.lock().containers.insert(id.clone(), container);
-            if let Some(p) = process {
-                info!("re-attached to {name} (pid {})", p.pid);
-                // Not our child any more (init reaped the old engine's
-                // children's parent): the exit status will be unknown.
-                self.watch(id, 1, p, false, None);
+            if let Some(r) = running {
+                info!(
+                    "re-attached to {name} (pid {})",
+                    r.container.as_ref().map_or(r.monitor.pid, |c| c.pid)
+                );
+                // Not our child any more (init is the old engine's
+                // children's parent now): its monitor records the exit.
+                self.watch(id, 1, r, false, None);
             } else if was_running {
-                warn!("{name} exited while the engine was down");
+                match ended {
+                    Some(Exit::Code(_)) => {
+                        warn!("{name} exited with status {code} while the engine was down")
+                    }
+                    _ => warn!("{name} exited while the engine was down (status unknown)"),
+                }
+                if let Some(after) = restart {
+                    self.restart_after(&id, 1, after, name);
+                }
             }
         }
     }

@@ -42,6 +42,12 @@ pub struct RunState {
     /// `/proc/<pid>/stat` start time, to tell the process from a later one
     /// that reuses its pid.
     pub start_time: Option<u64>,
+    /// The container's monitor (its parent, which records its exit), with
+    /// its start time. None in records of an earlier release.
+    #[serde(default)]
+    pub monitor_pid: Option<i32>,
+    #[serde(default)]
+    pub monitor_start_time: Option<u64>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
@@ -56,6 +62,8 @@ impl Default for RunState {
             status: Status::Created,
             pid: None,
             start_time: None,
+            monitor_pid: None,
+            monitor_start_time: None,
             started_at: None,
             finished_at: None,
             exit_code: None,

@@ -1,5 +1,5 @@
-//! The engine's one `unsafe` call: registering a file descriptor with
-//! tokio's reactor.
+//! The engine's `unsafe` calls: registering a file descriptor with
+//! tokio's reactor, and ignoring a signal.
 
 use std::fs::File;
 use std::io;
@@ -13,4 +13,13 @@ pub fn async_file(file: File) -> io::Result<AsyncFd<File>> {
     // the AsyncFd, which owns it and closes it only when dropped (after
     // deregistering), so nothing else can close or reuse the descriptor.
     unsafe { AsyncFd::register(file) }.map_err(io::Error::from)
+}
+
+/// Ignores `signal` in this process (the monitor: only SIGKILL ends it).
+pub fn ignore_signal(signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN installs no handler, so no code can run in signal
+    // context; the previous action is not needed.
+    let _ = unsafe { sigaction(signal, &ignore) };
 }

@@ -96,6 +96,7 @@ async fn containers_are_isolated_and_torn_down() {
         cgroup_root: cgroup_root.clone(),
         cgroup_parent: parent.clone(),
         init_binary: None,
+        monitor_binary: env!("CARGO_BIN_EXE_corral-monitor").into(),
         log_max_size: 1 << 20,
         log_keep: 1,
     };
@@ -214,5 +215,11 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
         .images()
         .remove("testbox", &|i| engine.image_in_use(&i.id))
         .unwrap();
+    // The monitors' cgroup is empty once every container has ended: each
+    // monitor exits after recording its container's exit.
+    let monitors = cgroup_root.join(&parent).join("monitors");
+    let procs = std::fs::read_to_string(monitors.join("cgroup.procs")).unwrap_or_default();
+    assert_eq!(procs.trim(), "", "a monitor outlived its container");
+    let _ = std::fs::remove_dir(&monitors);
     let _ = std::fs::remove_dir(cgroup_root.join(&parent));
 }

@@ -70,6 +70,9 @@ struct Args {
     /// The container init for `init = true` containers.
     #[arg(long, default_value = "/usr/libexec/corral/tini")]
     init_binary: PathBuf,
+    /// The per-container monitor (`corral-monitor`).
+    #[arg(long, default_value = "/usr/libexec/corral/monitor")]
+    monitor_binary: PathBuf,
     /// Log debug messages too.
     #[arg(long, env = "CORRAL_DEBUG")]
     debug: bool,
@@ -128,6 +131,7 @@ async fn run(args: Args) -> Result<()> {
             .cgroup_parent
             .unwrap_or_else(|| policy.cgroup_parent.to_owned()),
         init_binary: args.init_binary.exists().then_some(args.init_binary),
+        monitor_binary: args.monitor_binary,
         log_max_size: logs::DEFAULT_MAX_SIZE,
         log_keep: logs::DEFAULT_KEEP,
         role: policy.clone(),

@@ -1,0 +1,239 @@
+//! The per-container monitor (`corral-monitor`), as containerd's shim and
+//! podman's conmon: a small process between the engine and each container.
+//!
+//! The engine writes what to start into the container's state directory
+//! ([`REQUEST`], beside the runtime spec) and runs the monitor there. The
+//! monitor moves itself into a cgroup of its own (outside the engine's,
+//! which the system engine empties when the user engine stops), starts
+//! the container with the runtime — so the container is its child, whose
+//! exit status only it can read — reports the pid on its stdout, and waits.
+//! When the container ends it writes the status to [`EXIT`] atomically and
+//! exits. An engine that was killed meanwhile finds the status there when
+//! it comes back: that is how `docker wait` reports the real exit code of
+//! a container that ended while no engine ran. The container's output goes
+//! to the FIFOs in the same directory, which the engine reads.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use corral_runtime::{Process, Rootfs, SpawnOptions};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+/// What to start, in the state directory.
+pub const REQUEST: &str = "monitor.json";
+/// How it ended, written by the monitor.
+pub const EXIT: &str = "exit.json";
+/// Beside the containers' cgroups, below the engine's parent.
+pub const CGROUP: &str = "monitors";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mountpoint: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// The monitor's own cgroup, relative to `cgroup_root`.
+    pub cgroup: String,
+}
+
+/// The monitor's one line on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Started {
+    Running {
+        pid: i32,
+        start_time: u64,
+    },
+    Failed {
+        message: String,
+        /// The container's command is at fault (not found, not executable).
+        exec: bool,
+    },
+}
+
+/// [`EXIT`]: a signal death is 128 + the signal, as shells report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub code: i32,
+    pub finished_at: String,
+}
+
+/// The exit the monitor recorded in `run_dir`, if it did.
+pub fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
+    let data = std::fs::read(run_dir.join(EXIT)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// A running container and its monitor.
+pub struct Spawned {
+    /// None when it has ended already (before the engine could follow it:
+    /// the monitor has its status).
+    pub container: Option<Process>,
+    /// The pid the monitor reported.
+    pub pid: i32,
+    pub start_time: u64,
+    pub monitor: Process,
+}
+
+/// Starts `binary` (the monitor) for the container whose state directory
+/// is `run_dir` and waits for its report. Err: the message, and whether
+/// the container's own command is at fault.
+pub fn start(binary: &Path, run_dir: &Path, request: &Request) -> Result<Spawned, (String, bool)> {
+    let engine_side = |what: &str, e: &dyn std::fmt::Display| (format!("{what}: {e}"), false);
+    let _ = std::fs::remove_file(run_dir.join(EXIT));
+    let json = serde_json::to_vec(request).map_err(|e| engine_side("the monitor request", &e))?;
+    crate::state::write_atomic(&run_dir.join(REQUEST), &json)
+        .map_err(|e| engine_side("writing the monitor request", &e))?;
+    let mut child = Command::new(binary)
+        .arg(run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| engine_side(&format!("running the monitor {}", binary.display()), &e))?;
+    let pid = child.id() as i32;
+    // Our child, not reaped until the watcher does: the pid is pinned.
+    let monitor_start = corral_runtime::start_time(nix::unistd::Pid::from_raw(pid)).unwrap_or(0);
+    let monitor = Process::adopt(pid, monitor_start)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ("the monitor ended at once".to_owned(), false))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    match serde_json::from_str::<Started>(line.trim()) {
+        Ok(Started::Running { pid, start_time }) => Ok(Spawned {
+            container: Process::adopt(pid, start_time).ok().flatten(),
+            pid,
+            start_time,
+            monitor,
+        }),
+        Ok(Started::Failed { message, exec }) => {
+            let _ = child.wait();
+            Err((message, exec))
+        }
+        Err(_) => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err((
+                format!("the monitor ended before it started the container ({status})"),
+                false,
+            ))
+        }
+    }
+}
+
+/// The monitor's own life: from the request in `run_dir` to the exit
+/// record. Returns only when there is nothing left to do.
+pub fn run(run_dir: &Path) -> Result<(), String> {
+    use nix::sys::signal::Signal;
+    // Not the engine's session: a signal to its process group, or the
+    // end of its terminal, is not for us; only SIGKILL (shutdown) ends us.
+    let _ = nix::unistd::setsid();
+    for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
+        crate::sys::ignore_signal(s);
+    }
+    let request: Request = read_json(&run_dir.join(REQUEST))?;
+    let spec: Spec = read_json(&run_dir.join("config.json"))?;
+    join_cgroup(&request);
+    let report = |r: &Started| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+        let _ = out.flush();
+    };
+    let fifo = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(run_dir.join(name))
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| format!("opening the {name} FIFO: {e}"))
+    };
+    let stdio = match (fifo("stdout"), fifo("stderr")) {
+        (Ok(stdout), Ok(stderr)) => corral_runtime::Stdio {
+            stdin: None,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            report(&Started::Failed {
+                message: e.clone(),
+                exec: false,
+            });
+            return Err(e);
+        }
+    };
+    let spawned = corral_runtime::spawn(SpawnOptions {
+        id: &request.id,
+        spec: &spec,
+        rootfs: Rootfs::Overlay {
+            lower: request.lower.clone(),
+            upper: request.upper.clone(),
+            work: request.work.clone(),
+        },
+        mountpoint: request.mountpoint.clone(),
+        cgroup_root: request.cgroup_root.clone(),
+        stdio,
+    });
+    let process = match spawned {
+        Ok(p) => p,
+        Err(e) => {
+            report(&Started::Failed {
+                message: e.to_string(),
+                exec: e.is_exec(),
+            });
+            return Ok(());
+        }
+    };
+    report(&Started::Running {
+        pid: process.pid.as_raw(),
+        start_time: process.start_time,
+    });
+    // Nobody reads our stdout any more; the engine may be gone.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let code = loop {
+        use std::os::fd::AsFd;
+        match waitid(Id::PIDFd(process.pidfd.as_fd()), WaitPidFlag::WEXITED) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for container {}: {e}", request.id)),
+        }
+    };
+    let record = ExitRecord {
+        code,
+        finished_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+    };
+    let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    crate::state::write_atomic(&run_dir.join(EXIT), &json)
+        .map_err(|e| format!("writing {}: {e}", run_dir.join(EXIT).display()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Into the monitors' cgroup, so that emptying the engine's cgroup (when
+/// its service stops) leaves the monitors, and with them the exit codes.
+fn join_cgroup(request: &Request) {
+    let dir = request
+        .cgroup_root
+        .join(request.cgroup.trim_start_matches('/'));
+    let moved = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()));
+    if let Err(e) = moved {
+        eprintln!(
+            "corral-monitor: {}: cannot move into {}: {e}",
+            request.id,
+            dir.display()
+        );
+    }
+}
