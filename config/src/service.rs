@@ -73,14 +73,30 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
-    /// Whatever the exit status (the default for services).
+    /// Whatever the exit status (the default for services); also after
+    /// the engine restarts, even when it was stopped by hand.
     #[default]
     Always,
+    /// As `always`, except that a container stopped by hand stays stopped
+    /// when the engine (or the machine) starts again.
+    UnlessStopped,
     /// Only after a non-zero exit or a signal, at most `max-retries` times
     /// in a row.
     OnFailure,
     /// Never.
     No,
+}
+
+impl Restart {
+    /// As written in the config (and as Docker names the policy).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::UnlessStopped => "unless-stopped",
+            Restart::OnFailure => "on-failure",
+            Restart::No => "no",
+        }
+    }
 }
 
 /// A namespace a container can share with the host instead of getting its

@@ -441,5 +441,46 @@ fn docker_cli_over_ssh() {
         o.stderr
     );
 
+    // Across a reboot: the image and the containers are on the state
+    // disk; `always` comes back, an `unless-stopped` stopped by hand stays
+    // stopped.
+    for (name, policy) in [("keeper", "always"), ("stopper", "unless-stopped")] {
+        docker.ok(
+            &vm,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--restart",
+                policy,
+                "corral-test:1",
+                "sleep",
+                "100000",
+            ],
+        );
+    }
+    docker.ok(&vm, &["stop", "-t", "1", "stopper"]);
+    vm.poweroff(EXIT).or_fail();
+    drop(vm);
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    docker.wait_ready(&vm, BOOT);
+    let ps = docker.ok(&vm, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    // The engine starts `always` containers as it comes up: give it time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ps = ps;
+    while !ps.lines().any(|l| l == "keeper running") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        ps = docker.ok(&vm, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    }
+    assert!(
+        ps.lines().any(|l| l == "keeper running"),
+        "{}",
+        vm.fail(ps.clone())
+    );
+    assert!(ps.lines().any(|l| l == "stopper exited"), "{ps}");
+    let images = docker.ok(&vm, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "corral-test:1"), "{images}");
     vm.poweroff(EXIT).or_fail();
 }

@@ -32,6 +32,8 @@ pub const CGROUP: &str = "monitors";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub id: String,
+    /// The runtime spec (`config.json`, kept with the container's record).
+    pub spec: PathBuf,
     pub lower: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -139,7 +141,7 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
         crate::sys::ignore_signal(s);
     }
     let request: Request = read_json(&run_dir.join(REQUEST))?;
-    let spec: Spec = read_json(&run_dir.join("config.json"))?;
+    let spec: Spec = read_json(&request.spec)?;
     join_cgroup(&request);
     let report = |r: &Started| {
         let mut out = std::io::stdout().lock();

@@ -35,6 +35,11 @@ pub struct RolePolicy {
     /// Imports the initramfs's images and runs the system config's
     /// services; owns the saved system config (`corral config set`).
     pub runs_system_services: bool,
+    /// Container records (and runtime specs) are kept in the data root, so
+    /// containers outlive a reboot (Docker's); otherwise in the run root,
+    /// gone at shutdown (the system engine makes its services afresh from
+    /// the config at every boot).
+    pub persistent_records: bool,
 }
 
 pub const SYSTEM: RolePolicy = RolePolicy {
@@ -47,6 +52,7 @@ pub const SYSTEM: RolePolicy = RolePolicy {
     cgroup_parent: "corral/system",
     system_containers: true,
     runs_system_services: true,
+    persistent_records: false,
 };
 
 pub const USER: RolePolicy = RolePolicy {
@@ -61,6 +67,7 @@ pub const USER: RolePolicy = RolePolicy {
     cgroup_parent: "",
     system_containers: false,
     runs_system_services: false,
+    persistent_records: true,
 };
 
 impl RolePolicy {

@@ -85,7 +85,7 @@ pub async fn start(engine: &Arc<Engine>, plan: &Plan) -> Vec<ServiceName> {
                 let settled = match def.restart() {
                     Restart::No => true,
                     Restart::OnFailure => code == Some(0),
-                    Restart::Always => false,
+                    Restart::Always | Restart::UnlessStopped => false,
                 };
                 if !running && status == Status::Exited && old == *def && settled {
                     let what = if def.kind() == Kind::Onboot {

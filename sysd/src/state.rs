@@ -102,6 +102,10 @@ pub struct Record {
     /// Records of an earlier release have none.
     #[serde(default)]
     pub api: ApiFields,
+    /// Stopped by hand (`stop`) and not started since: `unless-stopped`
+    /// leaves it stopped when the engine starts again.
+    #[serde(default)]
+    pub stopped_by_hand: bool,
 }
 
 /// The directory of every container's record.
@@ -227,6 +231,7 @@ mod tests {
             created: "2026-11-24T00:00:00Z".to_owned(),
             restart_count: 2,
             api: ApiFields::default(),
+            stopped_by_hand: false,
             state: RunState {
                 status: Status::Running,
                 pid: Some(42),

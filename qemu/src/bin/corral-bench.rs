@@ -152,23 +152,45 @@ fn ssh_once(
     let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
     // Wait for sshd's banner with short probes first: an ssh attempt made
     // before the guest has its address hangs in QEMU's forwarder until
-    // ssh's own connect timeout, which would quantize the figure.
+    // ssh's own connect timeout, which would quantize the figure. A probe
+    // that is neither answered nor closed is kept open and read again:
+    // sshd sends its banner only after re-executing itself, which under
+    // TCG on a slow host takes longer than one probe waits (a few are
+    // kept, below sshd's MaxStartups).
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.ssh_port));
-    loop {
+    let mut pending: std::collections::VecDeque<std::net::TcpStream> = Default::default();
+    'probe: loop {
         if vm.elapsed() > TIMEOUT {
             bail!("no SSH banner after {TIMEOUT:?}");
         }
-        let banner = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
-            .and_then(|mut s| {
-                use std::io::Read;
-                s.set_read_timeout(Some(Duration::from_millis(300)))?;
-                let mut buf = [0u8; 8];
-                s.read(&mut buf).map(|n| buf[..n].starts_with(b"SSH-"))
-            })
-            .unwrap_or(false);
-        if banner {
-            break;
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            if s.set_read_timeout(Some(Duration::from_millis(50))).is_ok() {
+                pending.push_back(s);
+            }
+            if pending.len() > 4 {
+                pending.pop_front();
+            }
         }
+        let mut still = std::collections::VecDeque::new();
+        while let Some(mut s) = pending.pop_front() {
+            use std::io::Read;
+            let mut buf = [0u8; 8];
+            match s.read(&mut buf) {
+                Ok(n) if buf[..n].starts_with(b"SSH-") => break 'probe,
+                // Closed (nothing listens yet) or not a banner: drop it.
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    still.push_back(s)
+                }
+                Err(_) => {}
+            }
+        }
+        pending = still;
         std::thread::sleep(Duration::from_millis(50));
     }
     let banner = vm.elapsed();

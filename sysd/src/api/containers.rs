@@ -629,6 +629,7 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
             restart_policy: Some(RestartPolicy {
                 name: Some(match crate::engine::restart_policy(d, r.service) {
                     Restart::Always => RestartPolicyNameEnum::ALWAYS,
+                    Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
                     Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
                     Restart::No => RestartPolicyNameEnum::NO,
                 }),

@@ -390,9 +390,8 @@ fn host_config(
         let retries = rp.maximum_retry_count.unwrap_or(0);
         def.restart = Some(match rp.name.unwrap_or(RestartPolicyNameEnum::EMPTY) {
             RestartPolicyNameEnum::EMPTY | RestartPolicyNameEnum::NO => Restart::No,
-            RestartPolicyNameEnum::ALWAYS | RestartPolicyNameEnum::UNLESS_STOPPED => {
-                Restart::Always
-            }
+            RestartPolicyNameEnum::ALWAYS => Restart::Always,
+            RestartPolicyNameEnum::UNLESS_STOPPED => Restart::UnlessStopped,
             RestartPolicyNameEnum::ON_FAILURE => Restart::OnFailure,
         });
         if def.restart == Some(Restart::OnFailure) && retries > 0 {

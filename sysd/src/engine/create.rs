@@ -1,0 +1,165 @@
+//! Making a container: the definition over the image's default, the
+//! runtime spec, the record, the directories and FIFOs.
+
+use std::sync::Arc;
+
+use corral_config::service::ServiceDef;
+use log::info;
+use tokio::sync::{broadcast, watch};
+
+use super::{
+    internal, merged_with_image_default, new_id, now, restart_policy, valid_name, Container,
+    Engine, EngineError, Result,
+};
+use crate::restart::Backoff;
+use crate::spec;
+use crate::state::{ApiFields, Record, RunState};
+
+impl Engine {
+    /// Makes a container from a definition. `def.image` must be set.
+    /// `service` containers come from the system config: their image's
+    /// default definition is laid under `def`, and they are supervised.
+    pub fn create(
+        self: &Arc<Self>,
+        name: Option<&str>,
+        def: ServiceDef,
+        service: bool,
+        api: ApiFields,
+    ) -> Result<String> {
+        let image_ref = def
+            .image
+            .clone()
+            .ok_or_else(|| EngineError::Invalid("no image given".into()))?;
+        let image = self.images.get(&image_ref).map_err(|e| match e {
+            corral_image::Error::NotFound(_) => EngineError::NoSuchImage(image_ref.clone()),
+            other => EngineError::Invalid(other.to_string()),
+        })?;
+        let def = if service {
+            merged_with_image_default(&image, def).map_err(EngineError::Invalid)?
+        } else {
+            def
+        };
+        let id = new_id()?;
+        let mut def = def;
+        if !service && def.hostname.is_none() {
+            // Docker's default: the short id.
+            def.hostname = Some(id[..12].to_owned());
+        }
+        let name = match name {
+            Some(n) if !valid_name(n) => {
+                return Err(EngineError::Invalid(format!(
+                    "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )))
+            }
+            Some(n) => n.to_owned(),
+            None => format!("c-{}", &id[..12]),
+        };
+        {
+            let inner = self.lock();
+            if let Some(other) = inner.containers.values().find(|c| c.record.name == name) {
+                return Err(EngineError::Conflict(format!(
+                    "the container name {name:?} is already in use by container {}",
+                    other.record.id
+                )));
+            }
+        }
+        let run_dir = self.run_dir(&id);
+        let rootfs = run_dir.join("rootfs");
+        let image_config = image.config.config().clone().unwrap_or_default();
+        let spec = spec::build(
+            &def,
+            &spec::Context {
+                name: &name,
+                image: &image_config,
+                layers: &image.layers,
+                rootfs: &rootfs,
+                cgroup: self.cgroup_rel(&id),
+                init_binary: self.cfg.init_binary.as_deref(),
+                system: self.cfg.role.system_containers,
+            },
+        )
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+
+        let record = Record {
+            id: id.clone(),
+            name: name.clone(),
+            image: image_ref,
+            image_id: image.id.clone(),
+            def: def.clone(),
+            service,
+            created: now(),
+            restart_count: 0,
+            state: RunState::default(),
+            api,
+            stopped_by_hand: false,
+        };
+        let made = (|| -> std::io::Result<()> {
+            let data = self.data_dir(&id);
+            for d in [data.join("upper"), data.join("work")] {
+                std::fs::create_dir_all(d)?;
+            }
+            self.prepare_run_dir(&id)?;
+            // A bind source that does not exist yet is made a directory,
+            // as Docker does for -v: the syslog and resolver directories
+            // every system container binds, /run/udev, a new volume.
+            // One below the cgroup mount is a subtree delegated to the
+            // container (the user engine's): made with every controller
+            // its ancestors can pass on, so its limits can be enforced.
+            for m in spec.mounts().iter().flatten() {
+                if m.typ().as_deref() == Some("bind") {
+                    if let Some(src) = m.source() {
+                        if let Ok(rel) = src.strip_prefix(&self.cfg.cgroup_root) {
+                            corral_runtime::cgroup::delegate(&self.cfg.cgroup_root, rel)
+                                .map_err(std::io::Error::other)?;
+                        } else if std::fs::symlink_metadata(src).is_err() {
+                            std::fs::create_dir_all(src)?;
+                        }
+                    }
+                }
+            }
+            let json = serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(self.states.container_dir(&id))?;
+            crate::state::write_atomic(&self.spec_path(&id), &json)?;
+            self.states.save(&record)
+        })();
+        if let Err(e) = made {
+            let _ = self.states.remove(&id);
+            let _ = std::fs::remove_dir_all(self.run_dir(&id));
+            let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            return Err(internal(format!("creating container {name}: {e}")));
+        }
+        let container = Container {
+            backoff: Backoff::new(restart_policy(&def, service), def.max_retries()),
+            record,
+            spec,
+            layers: image.layers.clone(),
+            process: None,
+            generation: 0,
+            started: None,
+            stopping: false,
+            exits: watch::channel(0).0,
+            removed: watch::channel(None).0,
+            logs: broadcast::channel(256).0,
+        };
+        self.lock().containers.insert(id.clone(), container);
+        info!("created container {name} ({}) from {}", &id[..12], image.id);
+        Ok(id)
+    }
+
+    /// The run directory with the rootfs mountpoint and the output FIFOs;
+    /// after a reboot (records on the state disk) they are made again.
+    pub(super) fn prepare_run_dir(&self, id: &str) -> std::io::Result<()> {
+        let run_dir = self.run_dir(id);
+        std::fs::create_dir_all(run_dir.join("rootfs"))?;
+        for stream in ["stdout", "stderr"] {
+            match nix::unistd::mkfifo(
+                &run_dir.join(stream),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

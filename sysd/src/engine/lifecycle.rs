@@ -1,0 +1,196 @@
+//! Stopping, killing, restarting, waiting for and removing containers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::cgroup::Cgroup;
+use log::{info, warn};
+use nix::sys::signal::Signal;
+
+use super::{internal, Engine, EngineError, Result, Running};
+use crate::logs;
+use crate::state::Status;
+
+impl Engine {
+    /// SIGTERM, then SIGKILL after `timeout`; waits for the exit. The
+    /// restart policy does not apply to a stopped container.
+    pub async fn stop(self: &Arc<Self>, id: &str, timeout: Option<Duration>) -> Result<()> {
+        let (process, mut exits, timeout, name) = {
+            let mut inner = self.lock();
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            c.stopping = true;
+            c.record.stopped_by_hand = true;
+            if c.record.state.status == Status::Restarting {
+                c.record.state.status = Status::Exited;
+            }
+            let _ = self.states.save(&c.record);
+            let Some(p) = c.process.clone() else {
+                return Err(EngineError::NotModified(format!(
+                    "container {} is not running",
+                    c.record.name
+                )));
+            };
+            (
+                p,
+                c.exits.subscribe(),
+                timeout.unwrap_or_else(|| c.record.def.stop_timeout()),
+                c.record.name.clone(),
+            )
+        };
+        exits.borrow_and_update();
+        let _ = process.signal(Signal::SIGTERM);
+        if tokio::time::timeout(timeout, exits.changed())
+            .await
+            .is_err()
+        {
+            warn!(
+                "{name} did not stop within {}; killing it",
+                humantime::format_duration(timeout)
+            );
+            self.kill_cgroup(id, &process);
+            let _ = exits.changed().await;
+        }
+        Ok(())
+    }
+
+    fn kill_cgroup(&self, id: &str, process: &Running) {
+        let _ = process.signal(Signal::SIGKILL);
+        let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).kill_all();
+    }
+
+    pub fn kill(&self, id: &str, signal: Signal) -> Result<()> {
+        let inner = self.lock();
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+        let p = c.process.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("container {} is not running", c.record.name))
+        })?;
+        drop(inner);
+        p.signal(signal).map_err(internal)
+    }
+
+    pub async fn restart(self: &Arc<Self>, id: &str, timeout: Option<Duration>) -> Result<()> {
+        match self.stop(id, timeout).await {
+            Ok(()) | Err(EngineError::NotModified(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.backoff.reset();
+            c.record.restart_count += 1;
+        }
+        self.start(id)
+    }
+
+    /// Waits until the container is not running (`next_exit`: until its
+    /// next exit) and returns the exit code.
+    pub async fn wait(&self, id: &str, next_exit: bool) -> Result<i64> {
+        let mut exits = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            let mut rx = c.exits.subscribe();
+            rx.borrow_and_update();
+            if !next_exit && c.process.is_none() && c.record.state.status != Status::Restarting {
+                return Ok(i64::from(c.record.state.exit_code.unwrap_or(0)));
+            }
+            rx
+        };
+        loop {
+            if exits.changed().await.is_err() {
+                // Removed meanwhile.
+                return Err(EngineError::NoSuchContainer(id.to_owned()));
+            }
+            let inner = self.lock();
+            if let Some(c) = inner.containers.get(id) {
+                if next_exit || c.record.state.status == Status::Exited {
+                    return Ok(i64::from(c.record.state.exit_code.unwrap_or(0)));
+                }
+            }
+        }
+    }
+
+    /// Waits until the container is removed; returns its last exit code.
+    pub async fn wait_removed(&self, id: &str) -> Result<i64> {
+        let mut rx = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            c.removed.subscribe()
+        };
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return Ok(code);
+            }
+            if rx.changed().await.is_err() {
+                return Err(EngineError::NoSuchContainer(id.to_owned()));
+            }
+        }
+    }
+
+    /// Removes a container and everything it had: state, FIFOs, upper dir,
+    /// logs, cgroup. A running one needs `force` (it is killed first).
+    pub async fn remove(self: &Arc<Self>, id: &str, force: bool) -> Result<()> {
+        let running = {
+            let mut inner = self.lock();
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_some() && !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container {}: it is running (stop it first, or force)",
+                    c.record.name
+                )));
+            }
+            c.stopping = true;
+            c.process.clone().map(|p| (p, c.exits.subscribe()))
+        };
+        if let Some((process, mut exits)) = running {
+            exits.borrow_and_update();
+            self.kill_cgroup(id, &process);
+            let _ = tokio::time::timeout(Duration::from_secs(10), exits.changed()).await;
+        }
+        let Some(c) = self.lock().containers.remove(id) else {
+            return Ok(());
+        };
+        let _ = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).remove();
+        logs::remove(&self.log_path(id), self.cfg.log_keep);
+        let mut problems = Vec::new();
+        if let Err(e) = std::fs::remove_dir_all(self.data_dir(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("{}: {e}", self.data_dir(id).display()));
+            }
+        }
+        if let Err(e) = self.states.remove(id) {
+            problems.push(format!("{}: {e}", self.states.container_dir(id).display()));
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.run_dir(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("{}: {e}", self.run_dir(id).display()));
+            }
+        }
+        let _ = c
+            .removed
+            .send(Some(i64::from(c.record.state.exit_code.unwrap_or(0))));
+        info!("removed {}", c.record.name);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(internal(format!(
+                "removed {}, but could not delete {}",
+                c.record.name,
+                problems.join(", ")
+            )))
+        }
+    }
+}
