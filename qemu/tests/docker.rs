@@ -278,6 +278,22 @@ fn docker_cli_over_ssh() {
         text(&o)
     );
 
+    // What the engine does not do yet says so, rather than "not found".
+    let o = docker.run(&["run", "--rm", "never-loaded:1", "true"]);
+    assert_eq!(code(&o), Some(125), "{}", text(&o));
+    assert!(
+        text(&o).contains("Unable to find image 'never-loaded:1' locally")
+            && text(&o).contains("/images/create is not supported by this engine yet"),
+        "{}",
+        text(&o)
+    );
+    let o = docker.run(&["volume", "ls"]);
+    assert!(
+        !o.status.success() && text(&o).contains("/volumes is not supported by this engine yet"),
+        "{}",
+        text(&o)
+    );
+
     // User containers see neither the system engine nor system processes.
     let o = docker.ok(
         &vm,
@@ -419,6 +435,14 @@ fn docker_cli_over_ssh() {
     assert!(o.contains("docker"), "{o}");
     assert!(o.contains("root:docker 660"), "{o}");
     assert!(o.contains("local\n"), "{o}");
+    // The system log, where an administrator looks for it.
+    let o = ssh_ok(
+        &vm,
+        &key,
+        // The pattern does not match itself: sudo logs the grep commands.
+        "logger -t docker-test seen-in-messages; for i in $(seq 30); do sudo grep -q 'seen-in-[m]essages' /var/log/messages && break; sleep 1; done; sudo grep -c 'docker-test.*seen-in-[m]essages' /var/log/messages",
+    );
+    assert_eq!(o.trim(), "1", "{o}");
     let o = ssh(&vm, &key, "sudo true");
     assert!(
         o.ok && !o.stderr.contains("unable to resolve"),

@@ -2,9 +2,9 @@
 //! podman's conmon: a small process between the engine and each container.
 //!
 //! The engine writes what to start into the container's state directory
-//! ([`REQUEST`], beside the runtime spec) and runs the monitor there. The
-//! monitor moves itself into a cgroup of its own (outside the engine's,
-//! which the system engine empties when the user engine stops), starts
+//! ([`REQUEST`]) and runs the monitor there, straight into a cgroup of the
+//! monitors' own (outside the engine's, which the system engine empties
+//! when the user engine stops). The monitor starts
 //! the container with the runtime — so the container is its child, whose
 //! exit status only it can read — reports the pid on its stdout, and waits.
 //! When the container ends it writes the status to [`EXIT`] atomically and
@@ -15,7 +15,6 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use corral_runtime::{Process, Rootfs, SpawnOptions};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -41,6 +40,8 @@ pub struct Request {
     pub cgroup_root: PathBuf,
     /// The monitor's own cgroup, relative to `cgroup_root`.
     pub cgroup: String,
+    /// Where compiled seccomp filters are kept between monitors.
+    pub seccomp_cache: PathBuf,
 }
 
 /// The monitor's one line on stdout.
@@ -91,24 +92,23 @@ pub fn start(binary: &Path, run_dir: &Path, request: &Request) -> Result<Spawned
     let json = serde_json::to_vec(request).map_err(|e| engine_side("the monitor request", &e))?;
     crate::state::write_atomic(&run_dir.join(REQUEST), &json)
         .map_err(|e| engine_side("writing the monitor request", &e))?;
-    let mut child = Command::new(binary)
-        .arg(run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| engine_side(&format!("running the monitor {}", binary.display()), &e))?;
-    let pid = child.id() as i32;
-    // Our child, not reaped until the watcher does: the pid is pinned.
-    let monitor_start = corral_runtime::start_time(nix::unistd::Pid::from_raw(pid)).unwrap_or(0);
-    let monitor = Process::adopt(pid, monitor_start)
-        .ok()
-        .flatten()
-        .ok_or_else(|| ("the monitor ended at once".to_owned(), false))?;
+    // Straight into the monitors' cgroup (see corral_runtime::exec).
+    let cgroup = request
+        .cgroup_root
+        .join(request.cgroup.trim_start_matches('/'));
+    std::fs::create_dir_all(&cgroup)
+        .map_err(|e| engine_side(&format!("creating {}", cgroup.display()), &e))?;
+    let (report, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| engine_side("making the monitor's pipe", &e))?;
+    let monitor =
+        corral_runtime::spawn_into_cgroup(binary, &[run_dir.as_os_str()], &cgroup, report_w)
+            .map_err(|e| engine_side(&format!("running the monitor {}", binary.display()), &e))?;
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-    }
+    let _ = std::io::BufReader::new(std::fs::File::from(report)).read_line(&mut line);
+    let reap = |monitor: &Process| {
+        use std::os::fd::AsFd;
+        let _ = waitid(Id::PIDFd(monitor.pidfd.as_fd()), WaitPidFlag::WEXITED);
+    };
     match serde_json::from_str::<Started>(line.trim()) {
         Ok(Started::Running { pid, start_time }) => Ok(Spawned {
             container: Process::adopt(pid, start_time).ok().flatten(),
@@ -117,13 +117,13 @@ pub fn start(binary: &Path, run_dir: &Path, request: &Request) -> Result<Spawned
             monitor,
         }),
         Ok(Started::Failed { message, exec }) => {
-            let _ = child.wait();
+            reap(&monitor);
             Err((message, exec))
         }
         Err(_) => {
-            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            reap(&monitor);
             Err((
-                format!("the monitor ended before it started the container ({status})"),
+                "the monitor ended before it started the container (see the engine's log)".into(),
                 false,
             ))
         }
@@ -142,7 +142,6 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
     }
     let request: Request = read_json(&run_dir.join(REQUEST))?;
     let spec: Spec = read_json(&request.spec)?;
-    join_cgroup(&request);
     let report = |r: &Started| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
@@ -181,6 +180,7 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
         mountpoint: request.mountpoint.clone(),
         cgroup_root: request.cgroup_root.clone(),
         stdio,
+        seccomp_cache: Some(request.seccomp_cache.clone()),
     });
     let process = match spawned {
         Ok(p) => p,
@@ -221,21 +221,4 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Into the monitors' cgroup, so that emptying the engine's cgroup (when
-/// its service stops) leaves the monitors, and with them the exit codes.
-fn join_cgroup(request: &Request) {
-    let dir = request
-        .cgroup_root
-        .join(request.cgroup.trim_start_matches('/'));
-    let moved = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()));
-    if let Err(e) = moved {
-        eprintln!(
-            "corral-monitor: {}: cannot move into {}: {e}",
-            request.id,
-            dir.display()
-        );
-    }
 }

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod defaults;
+mod exec;
 mod process;
 pub mod seccomp;
 mod spawn;
@@ -19,6 +20,7 @@ mod sys;
 
 use std::path::PathBuf;
 
+pub use exec::spawn_into_cgroup;
 pub use process::{start_time, Process};
 pub use spawn::{spawn, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION};
 

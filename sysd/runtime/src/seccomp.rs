@@ -82,6 +82,65 @@ fn entries(rules: &Rules) -> Vec<Value> {
     out
 }
 
+/// A short digest of a profile's text, for the file name of its cache.
+pub fn digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Compiled programs as bytes: per program a little-endian u32 length,
+/// then its instructions (code u16, jt, jf, k u32, as the kernel's).
+fn encode(programs: &[Vec<libc::sock_filter>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in programs {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        for f in p {
+            out.extend_from_slice(&f.code.to_le_bytes());
+            out.push(f.jt);
+            out.push(f.jf);
+            out.extend_from_slice(&f.k.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn decode(mut b: &[u8]) -> Option<Vec<Vec<libc::sock_filter>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        b = &b[4..];
+        let body = b.get(..n.checked_mul(8)?)?;
+        let p = body
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        out.push(p);
+        b = &b[n * 8..];
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Programs kept by [`store`], if the file is there and whole.
+pub fn load(path: &std::path::Path) -> Option<Vec<Vec<libc::sock_filter>>> {
+    decode(&std::fs::read(path).ok()?)
+}
+
+/// Keeps compiled programs in `path`, replaced atomically (a reader sees
+/// all of one version or none).
+pub fn store(path: &std::path::Path, programs: &[Vec<libc::sock_filter>]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, encode(programs))?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The BPF programs to install, in order.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<Vec<libc::sock_filter>>, Error> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
@@ -168,6 +227,29 @@ mod tests {
         let programs = compile(&crate::defaults::seccomp()).unwrap();
         assert_eq!(programs.len(), 2, "base + ERRNO(ENOSYS) for clone3");
         assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
+    }
+
+    #[test]
+    fn kept_programs_come_back_the_same_and_broken_files_are_ignored() {
+        let programs = compile(&crate::defaults::seccomp()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache").join("x.bpf");
+        assert!(load(&file).is_none());
+        store(&file, &programs).unwrap();
+        let back = load(&file).unwrap();
+        assert_eq!(back.len(), programs.len());
+        for (a, b) in back.iter().zip(&programs) {
+            assert_eq!(a.len(), b.len());
+            assert!(a
+                .iter()
+                .zip(b)
+                .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k)));
+        }
+        // Cut short: not taken (it would install half a filter).
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(load(&file).is_none());
+        assert_ne!(digest("a"), digest("b"));
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct SpawnOptions<'a> {
     /// The cgroup v2 hierarchy the spec's `cgroupsPath` is relative to.
     pub cgroup_root: PathBuf,
     pub stdio: Stdio,
+    /// A directory to keep compiled seccomp filters in, for a process that
+    /// starts only one container (a monitor).
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -444,14 +447,34 @@ type Programs = Arc<Vec<Vec<libc::sock_filter>>>;
 
 /// Compiled seccomp programs, by profile: every container of a profile
 /// shares one compilation.
-fn seccomp_programs(profile: &LinuxSeccomp) -> Result<Programs, Error> {
+fn seccomp_programs(profile: &LinuxSeccomp, disk: Option<&Path>) -> Result<Programs, Error> {
     static CACHE: OnceLock<Mutex<HashMap<String, Programs>>> = OnceLock::new();
     let key = serde_json::to_string(profile).map_err(|e| invalid(e.to_string()))?;
     let cache = CACHE.get_or_init(Default::default);
     if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(p.clone());
     }
-    let programs = Arc::new(crate::seccomp::compile(profile)?);
+    // A process that starts one container (the engine's monitor) has an
+    // empty cache: compiled programs are kept on disk too, by the
+    // profile's digest, as compiling the default profile is most of a
+    // container's start under emulation.
+    let file = disk.map(|d| d.join(format!("{}.bpf", crate::seccomp::digest(&key))));
+    let programs = match file.as_deref().and_then(crate::seccomp::load) {
+        Some(p) => p,
+        None => {
+            let p = crate::seccomp::compile(profile)?;
+            if let Some(f) = &file {
+                if let Err(e) = crate::seccomp::store(f, &p) {
+                    log::warn!(
+                        "{}: cannot keep the compiled seccomp filter: {e}",
+                        f.display()
+                    );
+                }
+            }
+            p
+        }
+    };
+    let programs = Arc::new(programs);
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -621,7 +644,11 @@ fn plan(
     let ambient = (0..64).filter(|c| ambient_mask & (1 << c) != 0).collect();
 
     let user = process.user();
-    let seccomp = linux.seccomp().as_ref().map(seccomp_programs).transpose()?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(|p| seccomp_programs(p, opts.seccomp_cache.as_deref()))
+        .transpose()?;
 
     // PATH lookup in the container's PATH, tried in order by the child.
     let exec_paths = if arg0.contains('/') {

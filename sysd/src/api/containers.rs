@@ -31,6 +31,7 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
     match (req.method().clone(), rest) {
         (Method::GET, ["json"]) => list(engine, &q),
         (Method::POST, ["create"]) => create(engine, req, &q).await,
+        (_, ["prune"]) => Err(super::not_yet(req.method(), req.uri().path())),
         (method, [reference, action @ ..]) => {
             let id = engine.resolve(reference)?;
             match (&method, action) {
@@ -121,6 +122,18 @@ async fn container_action(
             // makes none.
             engine.remove(id, flag(q, "force")).await?;
             Ok(super::empty(204))
+        }
+        (_, [action])
+            if [
+                "exec", "top", "stats", "archive", "resize", "rename", "pause", "unpause",
+                "export", "changes", "update",
+            ]
+            .contains(action) =>
+        {
+            Err(super::not_yet(
+                method,
+                &format!("/containers/{id}/{action}"),
+            ))
         }
         _ => Err(super::no_route(
             method,

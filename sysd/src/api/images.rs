@@ -20,6 +20,14 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
     match (req.method().clone(), rest) {
         (Method::GET, ["json"]) => list(engine).await,
         (Method::POST, ["load"]) => load(engine, req, flag(&q, "quiet")).await,
+        // Pulls, pushes, save, search, prune, build's commit; tag and
+        // history of an image.
+        (Method::POST, ["create" | "prune"])
+        | (Method::GET, ["get" | "search"])
+        | (Method::POST, [_, .., "push" | "tag"])
+        | (Method::GET, [_, .., "history" | "get"]) => {
+            Err(super::not_yet(req.method(), req.uri().path()))
+        }
         (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;

@@ -266,8 +266,39 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("containers") => containers::route(engine, req, &parts[1..]).await,
         Some("images") => images::route(engine, req, &parts[1..]).await,
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
+        Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
     }
+}
+
+/// Docker API resources this engine does not serve yet: a clear 501
+/// rather than a 404 that reads like a missing object.
+const NOT_YET: &[&str] = &[
+    "volumes",
+    "networks",
+    "events",
+    "exec",
+    "build",
+    "plugins",
+    "swarm",
+    "nodes",
+    "services",
+    "tasks",
+    "secrets",
+    "configs",
+    "distribution",
+    "session",
+    "auth",
+    "system",
+    "commit",
+];
+
+/// A Docker API call this engine does not implement yet.
+pub fn not_yet(method: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        501,
+        format!("{method} {path} is not supported by this engine yet"),
+    )
 }
 
 /// Serves on a listener from [`bind`] until the task is dropped.

@@ -298,6 +298,7 @@ impl Engine {
             mountpoint: run_dir.join("rootfs"),
             cgroup_root: self.cfg.cgroup_root.clone(),
             cgroup: crate::role::cgroup_path(&self.cfg.cgroup_parent, crate::monitor::CGROUP),
+            seccomp_cache: self.cfg.run_root.join("seccomp"),
         };
         // Err: (message, whether the container's command is at fault)
         let spawned = crate::monitor::start(&self.cfg.monitor_binary, &run_dir, &request);
