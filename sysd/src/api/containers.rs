@@ -16,7 +16,6 @@ use corral_config::service::{HostNamespace, Restart};
 use corral_config::ServiceDef;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
-use log::warn;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -221,6 +220,13 @@ fn logs(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
                 .map_err(|_| ApiError::bad(format!("tail={n:?} is not a number or \"all\"")))?,
         ),
     };
+    for key in ["since", "until"] {
+        if let Some(v) = q.get(key).filter(|v| !v.is_empty() && *v != "0") {
+            return Err(ApiError::bad(format!(
+                "{key}={v}: logs --{key} is not supported by this engine yet"
+            )));
+        }
+    }
     let follow = flag(q, "follow");
     let timestamps = flag(q, "timestamps");
     let (history, live, exits) = engine.logs(id, tail, follow)?;
@@ -228,7 +234,7 @@ fn logs(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
     for e in history.iter().filter(|e| wanted(e)) {
         head.extend_from_slice(&frame(e, timestamps));
     }
-    let (Some(mut live), Some(mut exits)) = (live, exits) else {
+    let (Some(live), Some(exits)) = (live, exits) else {
         let mut r = hyper::Response::new(super::full(head));
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -236,29 +242,16 @@ fn logs(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
         );
         return Ok(r);
     };
+    let mut follow = streams::Follow::new(live, exits);
     Ok(streams::later(
         streams::RAW_STREAM,
         move |mut tx| async move {
             if tx.send_data(head.into()).await.is_err() {
                 return;
             }
-            loop {
-                tokio::select! {
-                    e = live.recv() => match e {
-                        Ok(e) if wanted(&e) => if tx.send_data(frame(&e, timestamps)).await.is_err() { return },
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!("a log follower fell {n} lines behind; they are skipped");
-                        }
-                        Err(_) => return,
-                    },
-                    _ = exits.changed() => {
-                        // The log is complete before an exit is announced.
-                        while let Ok(e) = live.try_recv() {
-                            if wanted(&e) && tx.send_data(frame(&e, timestamps)).await.is_err() { return }
-                        }
-                        return;
-                    }
+            while let Some(e) = follow.next().await {
+                if wanted(&e) && tx.send_data(frame(&e, timestamps)).await.is_err() {
+                    return;
                 }
             }
         },
@@ -282,7 +275,8 @@ fn attach(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Query) -> 
     } else {
         Vec::new()
     };
-    let (mut live, mut exits) = engine.subscribe(id)?;
+    let (live, exits) = engine.subscribe(id)?;
+    let mut follow = streams::Follow::new(live, exits);
     if !streams::wants_upgrade(&req) {
         // A plain request: the output as a streamed body.
         let head: Vec<u8> = history
@@ -296,20 +290,9 @@ fn attach(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Query) -> 
                 if tx.send_data(head.into()).await.is_err() || !stream {
                     return;
                 }
-                loop {
-                    tokio::select! {
-                        e = live.recv() => match e {
-                            Ok(e) if wanted(&e) => if tx.send_data(frame(&e, false)).await.is_err() { return },
-                            Ok(_) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(_) => return,
-                        },
-                        _ = exits.changed() => {
-                            while let Ok(e) = live.try_recv() {
-                                if wanted(&e) && tx.send_data(frame(&e, false)).await.is_err() { return }
-                            }
-                            return;
-                        }
+                while let Some(e) = follow.next().await {
+                    if wanted(&e) && tx.send_data(frame(&e, false)).await.is_err() {
+                        return;
                     }
                 }
             },
@@ -322,22 +305,9 @@ fn attach(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Query) -> 
             }
         }
         if stream {
-            loop {
-                tokio::select! {
-                    e = live.recv() => match e {
-                        Ok(e) if wanted(&e) => if io.write_all(&frame(&e, false)).await.is_err() { return },
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!("an attached client fell {n} lines behind; they are skipped");
-                        }
-                        Err(_) => break,
-                    },
-                    _ = exits.changed() => {
-                        while let Ok(e) = live.try_recv() {
-                            if wanted(&e) && io.write_all(&frame(&e, false)).await.is_err() { return }
-                        }
-                        break;
-                    }
+            while let Some(e) = follow.next().await {
+                if wanted(&e) && io.write_all(&frame(&e, false)).await.is_err() {
+                    return;
                 }
             }
         }

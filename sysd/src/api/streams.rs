@@ -17,6 +17,52 @@ use log::debug;
 use super::Body;
 use crate::logs::{Entry, Stream};
 
+/// A container's output from now until its next exit: what `logs -f`
+/// and `attach` send. The engine announces an exit only once the log is
+/// complete, so what came with the exit is read after it, then the end.
+pub struct Follow {
+    live: tokio::sync::broadcast::Receiver<Entry>,
+    exits: tokio::sync::watch::Receiver<u64>,
+    exited: bool,
+}
+
+impl Follow {
+    pub fn new(
+        live: tokio::sync::broadcast::Receiver<Entry>,
+        exits: tokio::sync::watch::Receiver<u64>,
+    ) -> Self {
+        Self {
+            live,
+            exits,
+            exited: false,
+        }
+    }
+
+    /// The next entry; None after the exit (or if the container is gone).
+    pub async fn next(&mut self) -> Option<Entry> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        loop {
+            if self.exited {
+                return match self.live.try_recv() {
+                    Ok(e) => Some(e),
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(_) => None,
+                };
+            }
+            tokio::select! {
+                e = self.live.recv() => match e {
+                    Ok(e) => return Some(e),
+                    Err(RecvError::Lagged(n)) => {
+                        log::warn!("a follower of a container's output fell {n} lines behind; they are skipped");
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.exits.changed() => self.exited = true,
+            }
+        }
+    }
+}
+
 /// `Content-Type` of a stream of frames or raw output.
 pub const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 
@@ -113,6 +159,28 @@ pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(text: &str) -> Entry {
+        Entry {
+            log: text.into(),
+            stream: Stream::Stdout,
+            time: "2026-12-01T00:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_follower_gets_what_came_with_the_exit_then_the_end() {
+        let (tx, rx) = tokio::sync::broadcast::channel(8);
+        let (exit_tx, exit_rx) = tokio::sync::watch::channel(0u64);
+        let mut follow = Follow::new(rx, exit_rx);
+        tx.send(entry("a\n")).unwrap();
+        assert_eq!(follow.next().await.unwrap().log, "a\n");
+        // The last line and the exit arrive together.
+        tx.send(entry("b\n")).unwrap();
+        exit_tx.send_modify(|n| *n += 1);
+        assert_eq!(follow.next().await.unwrap().log, "b\n");
+        assert!(follow.next().await.is_none());
+    }
 
     #[test]
     fn frames_are_docker_multiplexed() {
