@@ -17,6 +17,7 @@ const BOOT: Duration = Duration::from_secs(120);
 const EXIT: Duration = Duration::from_secs(120);
 
 const READY: &str = "corral-init: ready (uptime ";
+const SYSD_READY: &str = "sysd: ready: ";
 
 fn boot(name: &str, append: &[&str], overlay: Overlay) -> Vm {
     let mut config = VmConfig::corral(name).expect("a free port");
@@ -46,6 +47,9 @@ fn boots_to_ready_with_everything_init_sets_up() {
         guest_tools(),
     );
     vm.wait_for(READY, BOOT).or_fail();
+    // sysd logs to the console while it starts the services, which would
+    // interleave with the commands' output compared below.
+    vm.wait_for(SYSD_READY, BOOT).or_fail();
 
     // Bad kernel parameters are named and ignored.
     assert_output_contains(
@@ -282,6 +286,7 @@ fn a_malformed_config_boots_with_the_defaults_and_says_why() {
     )
     .or_fail();
     vm.wait_for(READY, CMD).or_fail();
+    vm.wait_for(SYSD_READY, BOOT).or_fail();
     assert_eq!(vm.run_ok("echo fine", CMD).or_fail().trim(), "fine");
     vm.poweroff(EXIT).or_fail();
 }
