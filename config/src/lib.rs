@@ -32,7 +32,7 @@ pub use layers::{Layer, LayerKind, Merged};
 pub use service::{ServiceDef, ServiceName};
 pub use system::{
     ConsoleConfig, DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, SyslogConfig,
-    STATE_LABEL,
+    UserEngineConfig, DEFAULT_BRIDGE_SUBNET, STATE_LABEL,
 };
 pub use types::{
     Cidr, Command, Duration, Hostname, InterfaceName, InvalidValue, SysctlKey, SysctlValue,
@@ -87,6 +87,8 @@ pub struct Config {
     pub sysctl: BTreeMap<SysctlKey, SysctlValue>,
     /// The shell on the system console.
     pub console: ConsoleConfig,
+    /// The user engine's networks.
+    pub user_engine: UserEngineConfig,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
         self.ssh.validate()?;
         self.state.validate()?;
         self.syslog.validate()?;
+        self.user_engine.validate()?;
         for (name, def) in &self.services {
             def.validate()
                 .map_err(|(field, message)| (format!("services.{name}.{field}"), message))?;

@@ -515,6 +515,10 @@ pub struct ServiceDef {
     pub privileged: Option<bool>,
     /// Run under the default seccomp profile (default true).
     pub seccomp: Option<bool>,
+    /// Mask and make read-only the /proc and /sys paths Docker does
+    /// (default true); false is Docker's `systempaths=unconfined`: a
+    /// writable /proc/sys, for a service that sets kernel parameters.
+    pub confined_paths: Option<bool>,
     pub binds: Option<Vec<Bind>>,
     pub devices: Option<Vec<Device>>,
     /// Bind the host's whole /dev instead of a minimal private one.
@@ -562,6 +566,7 @@ impl ServiceDef {
             cap_drop,
             privileged,
             seccomp,
+            confined_paths,
             binds,
             devices,
             host_dev,

@@ -280,6 +280,71 @@ impl StateConfig {
     }
 }
 
+/// `[user-engine]`: the user engine's own settings, read when it starts
+/// (`sudo corral system restart user-engine` applies a change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UserEngineConfig {
+    /// The default bridge network's subnet (Docker's `bip`): the bridge
+    /// takes its first address, containers the rest.
+    pub bridge_subnet: Cidr,
+}
+
+/// Docker's own default, clear of QEMU's user network (10.0.2.0/24).
+pub const DEFAULT_BRIDGE_SUBNET: Cidr = Cidr {
+    addr: std::net::IpAddr::V4(std::net::Ipv4Addr::new(172, 17, 0, 0)),
+    prefix: 16,
+};
+
+impl Default for UserEngineConfig {
+    fn default() -> Self {
+        Self {
+            bridge_subnet: DEFAULT_BRIDGE_SUBNET,
+        }
+    }
+}
+
+impl UserEngineConfig {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        let key = || "user-engine.bridge-subnet".to_owned();
+        let c = self.bridge_subnet;
+        let std::net::IpAddr::V4(a) = c.addr else {
+            return Err((
+                key(),
+                format!("{c} is not an IPv4 subnet (IPv6 bridges are not supported yet)"),
+            ));
+        };
+        if !(8..=30).contains(&c.prefix) {
+            return Err((
+                key(),
+                format!(
+                    "{c}: the prefix must be from /8 to /30 (room for the bridge and containers)"
+                ),
+            ));
+        }
+        let host_bits = u32::from(a) & (u32::MAX >> c.prefix);
+        if host_bits != 0 {
+            let net = std::net::Ipv4Addr::from(u32::from(a) & !(u32::MAX >> c.prefix));
+            return Err((
+                key(),
+                format!(
+                    "{c} is not a network address (did you mean {net}/{}?)",
+                    c.prefix
+                ),
+            ));
+        }
+        if a.is_loopback()
+            || a.is_multicast()
+            || a.is_broadcast()
+            || a.is_unspecified()
+            || a.is_link_local()
+        {
+            return Err((key(), format!("{c} is not a usable private subnet")));
+        }
+        Ok(())
+    }
+}
+
 /// Writes a kernel parameter's /proc/sys file, with an error that names it.
 pub fn write_sysctl(key: &crate::SysctlKey, value: &crate::SysctlValue) -> Result<(), String> {
     let path = key.proc_path();
@@ -313,6 +378,25 @@ impl Default for ConsoleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_subnets_are_checked() {
+        let ok = |s: &str| {
+            UserEngineConfig {
+                bridge_subnet: s.parse().unwrap(),
+            }
+            .validate()
+        };
+        assert!(ok("172.17.0.0/16").is_ok());
+        assert!(ok("192.168.200.0/24").is_ok());
+        assert!(UserEngineConfig::default().validate().is_ok());
+        let e = ok("172.17.0.1/16").unwrap_err();
+        assert_eq!(e.0, "user-engine.bridge-subnet");
+        assert!(e.1.contains("did you mean 172.17.0.0/16"), "{}", e.1);
+        assert!(ok("10.0.0.0/31").unwrap_err().1.contains("/30"));
+        assert!(ok("fd00::/64").unwrap_err().1.contains("IPv4"));
+        assert!(ok("127.0.0.0/8").unwrap_err().1.contains("usable"));
+    }
 
     #[test]
     fn syslog_remote() {

@@ -89,6 +89,7 @@ fn probe_kvm(kernel: &Path, floor: &Path) -> bool {
         quiet: true,
         memory_mb: 128,
         ssh_port: 0,
+        forwards: Vec::new(),
         drives: vec![],
         machine: Machine::Microvm,
         accel: Accel::Kvm,

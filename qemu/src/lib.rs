@@ -42,6 +42,7 @@ impl VmConfig {
             quiet: true,
             memory_mb: 512,
             ssh_port: free_port()?,
+            forwards: Vec::new(),
             drives: Vec::new(),
             machine: Machine::Microvm,
             accel: Accel::Auto,

@@ -119,6 +119,9 @@ pub struct VmConfig {
     pub memory_mb: u32,
     /// Host port forwarded to the guest's port 22 on 127.0.0.1.
     pub ssh_port: u16,
+    /// More TCP ports forwarded from 127.0.0.1: (host, guest), e.g. a
+    /// port a container publishes.
+    pub forwards: Vec<(u16, u16)>,
     pub drives: Vec<Drive>,
     pub machine: Machine,
     pub accel: Accel,
@@ -224,7 +227,10 @@ impl VmConfig {
         let cmdline = self.cmdline(accel, tsc_khz);
         push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
 
-        let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port);
+        let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port);
+        for (host, guest) in &self.forwards {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
         let nic = format!("{},netdev=net0", self.machine.virtio("net"));
         let rng = self.machine.virtio("rng");
         push(&["-netdev", &netdev, "-device", &nic, "-device", &rng]);
@@ -270,6 +276,7 @@ mod tests {
             quiet: true,
             memory_mb: 512,
             ssh_port: 2222,
+            forwards: Vec::new(),
             drives: vec![
                 Drive::new("/o/state.qcow2"),
                 Drive {
@@ -309,6 +316,19 @@ mod tests {
             args[append + 1],
             "console=ttyS0 panic=-1 reboot=t 8250.nr_uarts=1 cryptomgr.notests audit=0 quiet \
              tsc_early_khz=2445406 tsc=reliable no_timer_check corral.debug"
+        );
+    }
+
+    #[test]
+    fn extra_ports_are_forwarded_beside_ssh() {
+        let c = VmConfig {
+            forwards: vec![(18080, 8080)],
+            ..config()
+        };
+        let s = joined(&c.qemu_args(Accel::Tcg, 1, Path::new("/i")));
+        assert!(
+            s.contains("hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:18080-:8080 "),
+            "{s}"
         );
     }
 

@@ -144,10 +144,13 @@ fn test_image(dir: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static on the host");
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "ps", "tail", "head", "id", "hostname", "test",
+        "httpd", "wget", "ip", "grep",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::write(root.join("www/index.html"), "served from a container\n").unwrap();
     std::fs::write(
         root.join("bin/hello"),
         "#!/bin/sh\necho \"hello from the test image, args: $*\"\n",
@@ -181,6 +184,49 @@ fn test_image(dir: &Path) -> PathBuf {
     archive
 }
 
+/// GET / from 127.0.0.1:port: the body, once something answers 200.
+fn http_get(port: u16, timeout: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            Ok(reply)
+        })();
+        match attempt {
+            Ok(r) if r.starts_with("HTTP/1.") && r.contains(" 200 ") => {
+                return Ok(r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+            }
+            Ok(r) => last = format!("answered: {r:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(last)
+}
+
+/// A one-page HTTP server on the host, which containers reach through
+/// the bridge's NAT and QEMU's user network (10.0.2.2 is the host).
+fn host_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ =
+                conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nfrom the outside");
+        }
+    });
+    port
+}
+
 #[test]
 fn docker_cli_over_ssh() {
     let dir = work_dir("docker");
@@ -189,6 +235,9 @@ fn docker_cli_over_ssh() {
     blank_disk(&disk, 1024);
     let overlay = Overlay::new().config(&format!("[ssh]\nauthorized-keys = [\"{public}\"]\n"));
     let mut cfg = VmConfig::corral("docker").expect("a free port");
+    // The host's end of `docker run -p 8080:80`.
+    let web_port = corral_qemu::free_port().unwrap();
+    cfg.forwards = vec![(web_port, 8080)];
     cfg.drives = vec![Drive::new(&disk)];
     cfg.memory_mb = 1024;
     let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
@@ -312,6 +361,94 @@ fn docker_cli_over_ssh() {
         "{o}"
     );
 
+    // The default bridge: a published port reachable from outside the
+    // machine, an address on the bridge other containers reach, NAT to
+    // the outside, another container's network joined.
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "corral-test:1",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    let page = http_get(web_port, Duration::from_secs(60))
+        .map_err(|e| vm.fail(format!("no page through -p 8080:80: {e}")))
+        .unwrap();
+    assert_eq!(page, "served from a container\n");
+    let port = docker.ok(&vm, &["port", "web"]);
+    assert_eq!(port.trim(), "80/tcp -> 0.0.0.0:8080", "{port}");
+    let ps = docker.ok(
+        &vm,
+        &["ps", "--filter", "name=web", "--format", "{{.Ports}}"],
+    );
+    assert_eq!(ps.trim(), "0.0.0.0:8080->80/tcp", "{ps}");
+    let ip = docker.ok(
+        &vm,
+        &["inspect", "--format", "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}} {{.HostConfig.NetworkMode}}", "web"],
+    );
+    let fields: Vec<&str> = ip.split_whitespace().collect();
+    assert!(
+        fields.len() == 3
+            && fields[0].starts_with("172.17.")
+            && fields[1] == "172.17.0.1"
+            && fields[2] == "bridge",
+        "{ip}"
+    );
+    let outside = host_server();
+    let o = docker.ok(
+        &vm,
+        &[
+            "run", "--rm", "corral-test:1", "sh", "-c",
+            &format!(
+                "wget -q -O - http://{}/; echo; wget -q -O - http://10.0.2.2:{outside}/; echo; ip -o -4 addr show eth0; grep nameserver /etc/resolv.conf",
+                fields[0]
+            ),
+        ],
+    );
+    assert!(o.contains("served from a container\n"), "{o}");
+    assert!(o.contains("from the outside\n"), "{o}");
+    assert!(o.contains("inet 172.17."), "{o}");
+    assert!(o.contains("nameserver 10.0.2.3"), "{o}");
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:web",
+            "corral-test:1",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1/",
+        ],
+    );
+    assert_eq!(o, "served from a container\n");
+    // A port taken by another container, or by sshd on the machine.
+    for (publish, needle) in [
+        (
+            "8080:80",
+            "Bind for 0.0.0.0:8080 failed: port is already allocated",
+        ),
+        ("22:80", "Bind for 0.0.0.0:22 failed"),
+    ] {
+        let o = docker.run(&["run", "--rm", "-p", publish, "corral-test:1", "true"]);
+        assert_eq!(code(&o), Some(125), "{}", text(&o));
+        assert!(text(&o).contains(needle), "{publish}: {}", text(&o));
+    }
+
     // --memory is enforced, and the kill is reported as an OOM kill.
     let o = docker.run(&[
         "run",
@@ -367,6 +504,23 @@ fn docker_cli_over_ssh() {
     assert_eq!(after.trim(), format!("{} running", pid.trim()), "{after}");
     let restarts = ssh_ok(&vm, &key, "sudo corral system inspect user-engine");
     assert!(restarts.contains("\"RestartCount\": 1"), "{restarts}");
+    // The published port kept working, and the adopted container's
+    // network is torn down and set up again at a restart.
+    let page = http_get(web_port, Duration::from_secs(30))
+        .map_err(|e| vm.fail(format!("no page after the engine's restart: {e}")))
+        .unwrap();
+    assert_eq!(page, "served from a container\n");
+    docker.ok(&vm, &["restart", "-t", "1", "web"]);
+    let page = http_get(web_port, Duration::from_secs(60))
+        .map_err(|e| vm.fail(format!("no page after docker restart web: {e}")))
+        .unwrap();
+    assert_eq!(page, "served from a container\n");
+    docker.ok(&vm, &["rm", "-f", "web"]);
+    // Its port is free again.
+    docker.ok(
+        &vm,
+        &["run", "--rm", "-p", "8080:80", "corral-test:1", "true"],
+    );
     std::thread::sleep(Duration::from_secs(3));
     let logs = docker.ok(&vm, &["logs", "ticker"]);
     let numbers: Vec<u32> = logs

@@ -17,6 +17,7 @@ pub mod client;
 pub mod engine;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod restart;
 pub mod role;
 pub mod services;

@@ -40,6 +40,9 @@ pub struct RolePolicy {
     /// gone at shutdown (the system engine makes its services afresh from
     /// the config at every boot).
     pub persistent_records: bool,
+    /// netavark, for a default bridge network; None: containers get a
+    /// loopback only, or share the host's network.
+    pub netavark: Option<&'static str>,
 }
 
 pub const SYSTEM: RolePolicy = RolePolicy {
@@ -53,6 +56,7 @@ pub const SYSTEM: RolePolicy = RolePolicy {
     system_containers: true,
     runs_system_services: true,
     persistent_records: false,
+    netavark: None,
 };
 
 pub const USER: RolePolicy = RolePolicy {
@@ -68,6 +72,8 @@ pub const USER: RolePolicy = RolePolicy {
     system_containers: false,
     runs_system_services: false,
     persistent_records: true,
+    // Debian's netavark package puts it there (podman's helper directory).
+    netavark: Some("/usr/lib/podman/netavark"),
 };
 
 impl RolePolicy {

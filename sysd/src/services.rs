@@ -110,14 +110,20 @@ pub async fn start(engine: &Arc<Engine>, plan: &Plan) -> Vec<ServiceName> {
             }
             None => {}
         }
-        let id = match engine.create(Some(name.as_str()), def.clone(), true, Default::default()) {
+        let id = match engine.create(
+            Some(name.as_str()),
+            def.clone(),
+            true,
+            Default::default(),
+            &mut Vec::new(),
+        ) {
             Ok(id) => id,
             Err(e) => {
                 error!("service {name}: {e}");
                 continue;
             }
         };
-        if let Err(e) = engine.start(&id) {
+        if let Err(e) = engine.start(&id).await {
             error!("service {name}: {e}");
             continue;
         }

@@ -423,17 +423,16 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(format!("/{}", ctx.cgroup)))
         .devices(devices);
-    if !privileged {
+    if !privileged && def.confined_paths.unwrap_or(true) {
         linux = linux
             .masked_paths(corral_runtime::defaults::masked_paths())
             .readonly_paths(corral_runtime::defaults::readonly_paths());
-        if def.seccomp.unwrap_or(true) {
-            linux = linux.seccomp(corral_runtime::defaults::seccomp());
-        }
     } else {
-        // oci-spec's builder starts from its own default lists; a
-        // privileged container has none.
+        // oci-spec's builder starts from its own default lists.
         linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
+    }
+    if !privileged && def.seccomp.unwrap_or(true) {
+        linux = linux.seccomp(corral_runtime::defaults::seccomp());
     }
 
     let mut spec = SpecBuilder::default()
@@ -651,6 +650,18 @@ mod tests {
             capabilities(&def("privileged = true")).len(),
             CAPABILITIES.len()
         );
+    }
+
+    #[test]
+    fn unconfined_paths_leave_proc_sys_writable_and_keep_seccomp() {
+        let spec = build_with(&def("confined-paths = false"), &[]);
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().as_ref().is_none_or(Vec::is_empty));
+        assert!(linux.readonly_paths().as_ref().is_none_or(Vec::is_empty));
+        assert!(linux.seccomp().is_some());
+        let confined = build_with(&def(""), &[]);
+        let ro = confined.linux().as_ref().unwrap().readonly_paths().clone();
+        assert!(ro.unwrap_or_default().contains(&"/proc/sys".to_owned()));
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct ApiFields {
     pub auto_remove: bool,
     /// `docker run -l`, shown by inspect and `ps`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--network`, `-p`, `-P` and the address on the bridge.
+    pub network: crate::network::Settings,
+    /// `--expose` and the image's exposed ports (`-P` publishes them).
+    pub exposed_ports: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

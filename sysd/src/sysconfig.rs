@@ -362,6 +362,9 @@ const READERS: &[(&str, &str)] = &[
     ("network", "network"),
     ("syslog", "syslog"),
     ("console", "console"),
+    // Its containers outlive the restart (and keep their addresses until
+    // they are started again on a new subnet).
+    ("user-engine", "user-engine"),
 ];
 
 async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Report) {
@@ -400,6 +403,7 @@ async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Re
         let changed = match *table {
             "network" => old.network != new.network,
             "syslog" => old.syslog != new.syslog,
+            "user-engine" => old.user_engine != new.user_engine,
             _ => old.console != new.console,
         };
         if !changed || recreated.iter().any(|s| s.as_str() == *service) {

@@ -58,9 +58,15 @@ fn def(toml: &str) -> ServiceDef {
 
 async fn run(engine: &Arc<Engine>, name: &str, toml: &str) -> (i64, String, String) {
     let id = engine
-        .create(Some(name), def(toml), false, Default::default())
+        .create(
+            Some(name),
+            def(toml),
+            false,
+            Default::default(),
+            &mut Vec::new(),
+        )
         .unwrap();
-    engine.start(&id).unwrap();
+    engine.start(&id).await.unwrap();
     let code = tokio::time::timeout(Duration::from_secs(30), engine.wait(&id, false))
         .await
         .expect("the container did not exit within 30 s")
@@ -90,6 +96,7 @@ async fn containers_are_isolated_and_torn_down() {
     let archive = busybox_image(tmp.path());
     let parent = format!("corral-test-{}", std::process::id());
     let cfg = EngineConfig {
+        bridge: None,
         role: corral_sysd::role::USER,
         run_root: tmp.path().join("run"),
         data_root: tmp.path().join("data"),
@@ -162,9 +169,10 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
             def("command = [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000\"]"),
             false,
             Default::default(),
+            &mut Vec::new(),
         )
         .unwrap();
-    engine.start(&id).unwrap();
+    engine.start(&id).await.unwrap();
     let pid = engine.inspect(&id).unwrap().record.state.pid.unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     tokio::time::timeout(
@@ -192,9 +200,10 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
             def("command = [\"/nope\"]"),
             false,
             Default::default(),
+            &mut Vec::new(),
         )
         .unwrap();
-    let err = engine.start(&id).unwrap_err().to_string();
+    let err = engine.start(&id).await.unwrap_err().to_string();
     assert!(
         err.contains(r#"exec: "/nope": no such file or directory"#),
         "{err}"
@@ -204,7 +213,13 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
 
     // The image is in use only while a container has it.
     let id = engine
-        .create(Some("user"), def(""), false, Default::default())
+        .create(
+            Some("user"),
+            def(""),
+            false,
+            Default::default(),
+            &mut Vec::new(),
+        )
         .unwrap();
     assert!(engine
         .images()

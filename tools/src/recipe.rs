@@ -99,7 +99,7 @@ pub struct Recipe {
     pub service: Option<toml::Table>,
     /// Why the service has each grant: `cap-add.NET_ADMIN`,
     /// `host-namespaces.net`, `binds./dev/log`, `devices./dev/kmsg`,
-    /// `privileged`, `host-dev`, `seccomp` (turned off).
+    /// `privileged`, `host-dev`, `seccomp` and `confined-paths` (turned off).
     #[serde(default)]
     pub reasons: BTreeMap<String, String>,
 }
@@ -216,6 +216,9 @@ impl Recipe {
         }
         if def.seccomp == Some(false) {
             out.push("seccomp".to_owned());
+        }
+        if def.confined_paths == Some(false) {
+            out.push("confined-paths".to_owned());
         }
         Ok(out)
     }

@@ -28,6 +28,10 @@ struct Args {
     /// Host port forwarded to the guest's SSH port (127.0.0.1 only)
     #[arg(long, default_value_t = 2222)]
     ssh_port: u16,
+    /// Also forward this TCP port, HOST:GUEST (127.0.0.1 only), e.g. 8080:8080
+    /// for a port a container publishes with `docker run -p 8080:80`
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_forward)]
+    forwards: Vec<(u16, u16)>,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 512)]
     memory: u32,
@@ -113,6 +117,7 @@ fn main() -> Result<()> {
         quiet: !args.verbose,
         memory_mb: args.memory,
         ssh_port: args.ssh_port,
+        forwards: args.forwards,
         drives,
         machine: args.machine,
         accel: args.accel,
@@ -132,4 +137,17 @@ fn main() -> Result<()> {
     }
     let err = Command::new("qemu-system-x86_64").args(&qemu_args).exec();
     Err(err).context("starting qemu-system-x86_64 (install qemu-system-x86: make deps)")
+}
+
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (h, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:GUEST (two port numbers)"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} in {s:?} is not a port number"))
+    };
+    Ok((port(h)?, port(g)?))
 }

@@ -13,6 +13,7 @@
 pub mod cgroup;
 pub mod defaults;
 mod exec;
+pub mod netns;
 mod process;
 pub mod seccomp;
 mod spawn;

@@ -9,7 +9,7 @@ use bollard_stubs::models::{
     ContainerConfig, ContainerCreateResponse, ContainerInspectResponse, ContainerState,
     ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig,
     ContainerSummaryNetworkSettings, ContainerSummaryStateEnum, ContainerWaitExitError,
-    ContainerWaitResponse, HostConfig, NetworkSettings, RestartPolicy, RestartPolicyNameEnum,
+    ContainerWaitResponse, HostConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bytes::Bytes;
 use corral_config::service::{HostNamespace, Restart};
@@ -19,10 +19,12 @@ use hyper::{Method, Request};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use super::networks;
 use super::streams::{self, frame};
 use super::{flag, json_response, parse_query, read_body, ApiError, ApiResult, Query};
 use crate::engine::{Engine, Snapshot};
 use crate::logs::{Entry, Stream};
+use crate::network::Bridge;
 use crate::state::{RunState, Status};
 
 pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
@@ -47,13 +49,11 @@ async fn create(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> ApiR
     let c = super::create::parse(&body)?;
     let name = q.get("name").map(String::as_str).filter(|n| !n.is_empty());
     let name = name.map(|n| n.strip_prefix('/').unwrap_or(n));
-    let id = engine.create(name, c.def, false, c.fields)?;
+    let mut warnings = c.warnings;
+    let id = engine.create(name, c.def, false, c.fields, &mut warnings)?;
     Ok(json_response(
         201,
-        &ContainerCreateResponse {
-            id,
-            warnings: c.warnings,
-        },
+        &ContainerCreateResponse { id, warnings },
     ))
 }
 
@@ -90,10 +90,17 @@ async fn container_action(
                         .label(corral_image::labels::REASONS)
                         .map(str::to_owned)
                 });
-            Ok(json_response(200, &inspect(&snap, reasons.as_deref())))
+            let net = NetView {
+                bridge: engine.config().bridge.as_ref(),
+                netns: engine.netns_of(id),
+            };
+            Ok(json_response(
+                200,
+                &inspect(&snap, reasons.as_deref(), &net),
+            ))
         }
         (&Method::POST, ["start"]) => {
-            engine.start(id)?;
+            engine.start(id).await?;
             Ok(super::empty(204))
         }
         (&Method::POST, ["stop"]) => {
@@ -362,14 +369,6 @@ fn shares(def: &ServiceDef, ns: HostNamespace) -> bool {
     def.host_namespaces.iter().flatten().any(|n| *n == ns)
 }
 
-fn network_mode(def: &ServiceDef) -> &'static str {
-    if shares(def, HostNamespace::Net) {
-        "host"
-    } else {
-        "none"
-    }
-}
-
 fn labels(snap: &Snapshot) -> HashMap<String, String> {
     let mut l: HashMap<String, String> = snap.record.api.labels.clone().into_iter().collect();
     if snap.record.service {
@@ -378,8 +377,9 @@ fn labels(snap: &Snapshot) -> HashMap<String, String> {
     l
 }
 
-fn summary(snap: &Snapshot) -> ContainerSummary {
+fn summary(snap: &Snapshot, bridge: Option<&Bridge>) -> ContainerSummary {
     let r = &snap.record;
+    let running = r.state.status == Status::Running;
     let argv = crate::spec::argv(&r.def, &oci_spec::image::Config::default());
     ContainerSummary {
         id: Some(r.id.clone()),
@@ -388,7 +388,7 @@ fn summary(snap: &Snapshot) -> ContainerSummary {
         image_id: Some(r.image_id.clone()),
         command: Some(argv.join(" ")),
         created: Some(super::images::unix_time(Some(&r.created))),
-        ports: Some(Vec::new()),
+        ports: Some(networks::summary_ports(r, running)),
         labels: Some(labels(snap)),
         state: Some(match r.state.status {
             Status::Created => ContainerSummaryStateEnum::CREATED,
@@ -398,11 +398,11 @@ fn summary(snap: &Snapshot) -> ContainerSummary {
         }),
         status: Some(status_line(&r.state)),
         host_config: Some(ContainerSummaryHostConfig {
-            network_mode: Some(network_mode(&r.def).into()),
+            network_mode: Some(networks::network_mode(r)),
             ..Default::default()
         }),
         network_settings: Some(ContainerSummaryNetworkSettings {
-            networks: Some(HashMap::new()),
+            networks: Some(networks::networks(r, bridge, running)),
         }),
         mounts: Some(Vec::new()),
         ..Default::default()
@@ -504,7 +504,7 @@ fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
                     })
                 })
         })
-        .map(summary)
+        .map(|s| summary(s, engine.config().bridge.as_ref()))
         .collect();
     if let Some(n) = limit {
         list.truncate(n);
@@ -523,7 +523,13 @@ fn reasons_json(text: Option<&str>) -> Value {
     Value::Object(map)
 }
 
-fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
+/// What inspect shows of the container's network besides its record.
+struct NetView<'a> {
+    bridge: Option<&'a Bridge>,
+    netns: String,
+}
+
+fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>) -> Value {
     let r = &snap.record;
     let process = snap.spec.as_ref().and_then(|s| s.process().clone());
     let args = process
@@ -584,7 +590,9 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
                     .map(|b| String::from(b.clone()))
                     .collect(),
             ),
-            network_mode: Some(network_mode(d).into()),
+            network_mode: Some(networks::network_mode(r)),
+            port_bindings: Some(networks::port_bindings(r)),
+            publish_all_ports: Some(r.api.network.publish_all),
             pid_mode: Some(
                 if shares(d, HostNamespace::Pid) {
                     "host"
@@ -646,11 +654,16 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
             pids_limit: Some(i64::from(res.pids.unwrap_or(0))),
             nano_cpus: Some(res.cpus.map(|c| (c.get() * 1e9) as i64).unwrap_or(0)),
             blkio_weight: Some(res.io_weight.unwrap_or(0)),
-            security_opt: Some(if d.seccomp == Some(false) {
-                vec!["seccomp=unconfined".into()]
-            } else {
-                Vec::new()
-            }),
+            security_opt: Some(
+                [
+                    (d.seccomp == Some(false)).then_some("seccomp=unconfined"),
+                    (d.confined_paths == Some(false)).then_some("systempaths=unconfined"),
+                ]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect(),
+            ),
             ..Default::default()
         }),
         config: Some(ContainerConfig {
@@ -669,16 +682,15 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>) -> Value {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             stop_timeout: Some(d.stop_timeout().as_secs() as i64),
+            exposed_ports: Some(r.api.exposed_ports.clone()),
             ..Default::default()
         }),
         mounts: Some(Vec::new()),
-        network_settings: Some(NetworkSettings {
-            networks: Some(HashMap::new()),
-            ..Default::default()
-        }),
         ..Default::default()
     };
     let mut v = serde_json::to_value(&response).unwrap_or(Value::Null);
+    v["NetworkSettings"] =
+        networks::settings(r, net.bridge, &net.netns, r.state.status == Status::Running);
     v["Corral"] = serde_json::json!({
         "Service": r.service,
         "Definition": serde_json::to_value(d).unwrap_or(Value::Null),

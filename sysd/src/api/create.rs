@@ -19,6 +19,7 @@ use corral_config::ServiceDef;
 use serde_json::Value;
 
 use super::ApiError;
+use crate::network::{Mode, PortMap};
 use crate::state::ApiFields;
 
 /// Fields translated into the definition; a prefix covers what is below.
@@ -52,6 +53,10 @@ const SUPPORTED: &[&str] = &[
     "HostConfig.Devices",
     "HostConfig.SecurityOpt",
     "HostConfig.AutoRemove",
+    "HostConfig.PortBindings",
+    "HostConfig.PublishAllPorts",
+    "ExposedPorts",
+    "NetworkingConfig.EndpointsConfig",
 ];
 
 /// Values the CLI sends for a flag not given that are not the type's zero.
@@ -77,14 +82,6 @@ const WHY: &[(&str, &str)] = &[
     (
         "StdinOnce",
         "input (-i) is not supported by this engine yet",
-    ),
-    (
-        "HostConfig.PortBindings",
-        "published ports (-p) need the bridge network, which this engine does not have yet",
-    ),
-    (
-        "HostConfig.PublishAllPorts",
-        "published ports (-P) need the bridge network, which this engine does not have yet",
     ),
     (
         "HostConfig.Mounts",
@@ -270,13 +267,19 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
     }
     let mut fields = ApiFields {
         labels: body.labels.unwrap_or_default().into_iter().collect(),
+        exposed_ports: body.exposed_ports.unwrap_or_default(),
         ..Default::default()
     };
+    for p in &fields.exposed_ports {
+        port_key("ExposedPorts", p)?;
+    }
+    fields.network.mode = Mode::Bridge;
     if let Some(h) = body.host_config {
         fields.auto_remove = h.auto_remove.unwrap_or(false);
-        host_config(h, &mut def, &mut warnings)?;
-    } else {
-        warnings.push(NO_BRIDGE.into());
+        host_config(h, &mut def, &mut fields, &mut warnings)?;
+    }
+    if let Some(endpoints) = body.networking_config.and_then(|n| n.endpoints_config) {
+        endpoints_config(&fields.network.mode, endpoints)?;
     }
     Ok(Create {
         def,
@@ -285,11 +288,105 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
     })
 }
 
-const NO_BRIDGE: &str = "this engine has no bridge network yet: the container gets only a loopback interface (use --network host to share the machine's)";
+/// `80/tcp` (or `80`, tcp) into the port and protocol.
+fn port_key(name: &str, key: &str) -> Result<(u16, String), ApiError> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(ApiError::bad(format!(
+            "{name}: {key:?}: protocol {proto:?} is not supported by this engine (tcp or udp)"
+        )));
+    }
+    if port.contains('-') {
+        return Err(ApiError::bad(format!(
+            "{name}: {key:?}: port ranges are not supported by this engine yet (publish each port)"
+        )));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((p, proto)),
+        _ => Err(ApiError::bad(format!(
+            "{name}: {key:?} is not PORT/tcp or PORT/udp"
+        ))),
+    }
+}
+
+/// `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(map: bollard_stubs::models::PortMap) -> Result<Vec<PortMap>, ApiError> {
+    const NAME: &str = "HostConfig.PortBindings";
+    let mut out = Vec::new();
+    let mut keys: Vec<_> = map.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, bindings) in keys {
+        let (container_port, protocol) = port_key(NAME, &key)?;
+        for b in bindings.unwrap_or_default() {
+            let host_ip = b.host_ip.unwrap_or_default();
+            match host_ip.parse::<std::net::IpAddr>() {
+                _ if host_ip.is_empty() => {}
+                Ok(std::net::IpAddr::V4(_)) => {}
+                Ok(_) => {
+                    return Err(ApiError::bad(format!(
+                        "{NAME}: {key}: host address {host_ip:?}: IPv6 is not supported by this engine yet"
+                    )))
+                }
+                Err(_) => {
+                    return Err(ApiError::bad(format!(
+                        "{NAME}: {key}: {host_ip:?} is not an IP address"
+                    )))
+                }
+            }
+            let text = b.host_port.unwrap_or_default();
+            let host_port = if text.is_empty() {
+                0
+            } else if text.contains('-') {
+                return Err(ApiError::bad(format!(
+                    "{NAME}: {key}: host port range {text:?} is not supported by this engine yet"
+                )));
+            } else {
+                text.parse::<u16>().map_err(|_| {
+                    ApiError::bad(format!("{NAME}: {key}: {text:?} is not a port number"))
+                })?
+            };
+            out.push(PortMap {
+                host_ip,
+                host_port,
+                container_port,
+                protocol: protocol.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `--network NAME` also names the network here, with endpoint options
+/// (`--ip`, `--network-alias`...) that the default networks do not take.
+fn endpoints_config(
+    mode: &Mode,
+    endpoints: std::collections::HashMap<String, bollard_stubs::models::EndpointSettings>,
+) -> Result<(), ApiError> {
+    for (name, settings) in endpoints {
+        let ours = match mode {
+            Mode::Container(_) => false,
+            m => m.docker_name() == name,
+        };
+        if !ours {
+            return Err(ApiError::bad(format!(
+                "NetworkingConfig.EndpointsConfig: network {name:?}: user-defined networks are not supported by this engine yet (bridge, host, none, container:NAME)"
+            )));
+        }
+        let v = serde_json::to_value(&settings).map_err(ApiError::internal)?;
+        if let Some((path, value)) = unsupported(&v, "") {
+            return Err(ApiError::bad(format!(
+                "NetworkingConfig.EndpointsConfig.{name}.{path}: {value} is not supported by this engine on the default networks"
+            )));
+        }
+    }
+    Ok(())
+}
 
 fn host_config(
     h: HostConfig,
     def: &mut ServiceDef,
+    fields: &mut ApiFields,
     warnings: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     if let Some(binds) = h.binds {
@@ -353,14 +450,47 @@ fn host_config(
     }
 
     let mut host_ns = Vec::new();
-    match h.network_mode.as_deref().unwrap_or("") {
-        "host" => host_ns.push(HostNamespace::Net),
-        "none" => {}
-        "" | "default" | "bridge" => warnings.push(NO_BRIDGE.into()),
-        other => {
-            return Err(ApiError::bad(format!(
-                "HostConfig.NetworkMode: {other:?} is not supported by this engine (host, none, or the default)"
-            )))
+    let net = &mut fields.network;
+    net.mode = match h.network_mode.as_deref().unwrap_or("") {
+        "host" => {
+            host_ns.push(HostNamespace::Net);
+            Mode::Host
+        }
+        "none" => Mode::None,
+        "" | "default" | "bridge" => Mode::Bridge,
+        other => match other.strip_prefix("container:") {
+            Some(c) if !c.is_empty() => Mode::Container(c.to_owned()),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "HostConfig.NetworkMode: {other:?}: user-defined networks are not supported by this engine yet (bridge, host, none, container:NAME)"
+                )))
+            }
+        },
+    };
+    net.ports = port_bindings(h.port_bindings.unwrap_or_default())?;
+    net.publish_all = h.publish_all_ports.unwrap_or(false);
+    if !net.ports.is_empty() || net.publish_all {
+        match &net.mode {
+            Mode::Bridge => {}
+            // Docker's words and behaviour for both.
+            Mode::Host => {
+                warnings.push("Published ports are discarded when using host network mode".into());
+                net.ports.clear();
+                net.publish_all = false;
+            }
+            m => {
+                return Err(ApiError::bad(format!(
+                    "HostConfig.PortBindings: conflicting options: port publishing and the {} network mode",
+                    m.docker_name().split(':').next().unwrap_or_default()
+                )))
+            }
+        }
+    }
+    if let Mode::Container(_) = net.mode {
+        if def.hostname.is_some() {
+            return Err(ApiError::bad(
+                "Hostname: conflicting options: hostname and the network mode container:NAME (the container gets that container's)",
+            ));
         }
     }
     for (name, value, ns, private) in [
@@ -424,6 +554,7 @@ fn host_config(
     for opt in h.security_opt.into_iter().flatten() {
         match opt.replace(':', "=").as_str() {
             "seccomp=unconfined" => def.seccomp = Some(false),
+            "systempaths=unconfined" => def.confined_paths = Some(false),
             "no-new-privileges" | "no-new-privileges=true" => {}
             other => {
                 return Err(ApiError::bad(format!(
@@ -454,13 +585,114 @@ mod tests {
         assert_eq!(c.def.command.as_deref().unwrap(), ["echo", "hi"]);
         assert_eq!(c.def.restart, Some(Restart::No));
         assert!(!c.fields.auto_remove);
-        assert_eq!(c.warnings, [NO_BRIDGE]);
+        assert_eq!(c.fields.network.mode, Mode::Bridge);
+        assert!(c.fields.network.ports.is_empty());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn published_ports_are_read_as_the_cli_sends_them() {
+        // docker run -p 8080:80 -p 127.0.0.1::53/udp --expose 9000
+        let body = CLI_BODY
+            .replacen(
+                "\"PortBindings\":{}",
+                r#""PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"8080"}],"53/udp":[{"HostIp":"127.0.0.1","HostPort":""}]}"#,
+                1,
+            )
+            .replacen(
+                "\"Volumes\":{}",
+                r#""Volumes":{},"ExposedPorts":{"80/tcp":{},"53/udp":{},"9000/tcp":{}}"#,
+                1,
+            )
+            .replacen(
+                "\"EndpointsConfig\":{}",
+                r#""EndpointsConfig":{"bridge":{"IPAMConfig":null,"Links":null,"Aliases":null}}"#,
+                1,
+            )
+            .replacen("\"NetworkMode\":\"default\"", "\"NetworkMode\":\"bridge\"", 1);
+        let c = parse(body.as_bytes()).unwrap();
+        let n = &c.fields.network;
+        assert_eq!(n.mode, Mode::Bridge);
+        assert_eq!(
+            n.ports,
+            [
+                PortMap {
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 0,
+                    container_port: 53,
+                    protocol: "udp".into()
+                },
+                PortMap {
+                    host_ip: String::new(),
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into()
+                },
+            ]
+        );
+        assert_eq!(c.fields.exposed_ports.len(), 3);
+    }
+
+    #[test]
+    fn network_modes_and_their_conflicts() {
+        let mode = |m: &str| {
+            let body = format!(r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{m}"}}}}"#);
+            parse(body.as_bytes()).map(|c| c.fields.network.mode)
+        };
+        assert_eq!(mode("none").unwrap(), Mode::None);
+        assert_eq!(mode("host").unwrap(), Mode::Host);
+        assert_eq!(
+            mode("container:web").unwrap(),
+            Mode::Container("web".into())
+        );
+        let e = mode("mynet").unwrap_err().message;
+        assert!(e.contains("\"mynet\": user-defined networks"), "{e}");
+        let ports = r#""PortBindings":{"80/tcp":[{"HostPort":"8080"}]}"#;
+        let with_ports = |m: &str| {
+            let body = format!(r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{m}",{ports}}}}}"#);
+            parse(body.as_bytes())
+        };
+        let host = with_ports("host").unwrap();
+        assert!(host.fields.network.ports.is_empty());
+        assert!(host.warnings[0].contains("discarded"));
+        let e = with_ports("none").unwrap_err().message;
+        assert!(
+            e.contains("port publishing and the none network mode"),
+            "{e}"
+        );
+        let e = parse(br#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"web":{}}}}"#)
+            .unwrap_err()
+            .message;
+        assert!(e.contains("network \"web\""), "{e}");
+        let e = parse(br#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"bridge":{"IPAMConfig":{"IPv4Address":"172.17.0.9"}}}}}"#)
+            .unwrap_err()
+            .message;
+        assert!(
+            e.contains("EndpointsConfig.bridge.IPAMConfig.IPv4Address"),
+            "{e}"
+        );
+        for (bindings, needle) in [
+            (r#"{"80-81/tcp":[{"HostPort":"1"}]}"#, "port ranges"),
+            (r#"{"80/sctp":[{"HostPort":"1"}]}"#, "sctp"),
+            (
+                r#"{"80/tcp":[{"HostPort":"x"}]}"#,
+                "\"x\" is not a port number",
+            ),
+            (r#"{"80/tcp":[{"HostIp":"::","HostPort":"1"}]}"#, "IPv6"),
+        ] {
+            let body = format!(r#"{{"Image":"b","HostConfig":{{"PortBindings":{bindings}}}}}"#);
+            let e = parse(body.as_bytes()).unwrap_err().message;
+            assert!(e.contains(needle), "{bindings}: {e}");
+        }
     }
 
     #[test]
     fn unsupported_flags_are_named_with_their_value() {
         for (change, needle) in [
-            (("\"Tty\":false", "\"Tty\":true"), "Tty: true: a terminal (-t)"),
+            (
+                ("\"Tty\":false", "\"Tty\":true"),
+                "Tty: true: a terminal (-t)",
+            ),
             (
                 ("\"KernelMemory\":0", "\"KernelMemory\":1048576"),
                 "HostConfig.KernelMemory: 1048576 is not a field this engine knows",
@@ -468,10 +700,6 @@ mod tests {
             (
                 ("\"OomScoreAdj\":0", "\"OomScoreAdj\":500"),
                 "HostConfig.OomScoreAdj: 500 is not supported by this engine",
-            ),
-            (
-                ("\"PortBindings\":{}", "\"PortBindings\":{\"80/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"8080\"}]}"),
-                "HostConfig.PortBindings.80/tcp: [{\"HostIp\":\"\",\"HostPort\":\"8080\"}]: published ports",
             ),
             (
                 ("\"Dns\":[]", "\"Dns\":[\"1.1.1.1\"]"),
@@ -558,7 +786,7 @@ mod tests {
                 "minimum memory",
             ),
             (
-                r#"{"Image":"b","HostConfig":{"NetworkMode":"container:x"}}"#,
+                r#"{"Image":"b","HostConfig":{"NetworkMode":"bridge2"}}"#,
                 "HostConfig.NetworkMode",
             ),
             (

@@ -20,6 +20,7 @@ mod config;
 pub mod containers;
 pub mod create;
 mod images;
+mod networks;
 pub mod streams;
 pub mod system;
 

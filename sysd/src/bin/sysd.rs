@@ -73,6 +73,10 @@ struct Args {
     /// The per-container monitor (`corral-monitor`).
     #[arg(long, default_value = "/usr/libexec/corral/monitor")]
     monitor_binary: PathBuf,
+    /// netavark, for the bridge network (user role) [default:
+    /// /usr/lib/podman/netavark].
+    #[arg(long)]
+    netavark: Option<PathBuf>,
     /// Log debug messages too.
     #[arg(long, env = "CORRAL_DEBUG")]
     debug: bool,
@@ -109,6 +113,45 @@ fn main() {
     }
 }
 
+/// The default bridge from `[user-engine]` of the running config; none
+/// (containers get a loopback only) without netavark.
+fn bridge(
+    netavark: &std::path::Path,
+    config: Option<&std::path::Path>,
+    run_root: &std::path::Path,
+) -> Option<corral_sysd::network::Bridge> {
+    if !netavark.exists() {
+        warn!(
+            "no bridge network: {} is missing; containers get only a loopback interface",
+            netavark.display()
+        );
+        return None;
+    }
+    let path = config.unwrap_or(std::path::Path::new(corral_config::EFFECTIVE_PATH));
+    let settings = match Config::load(path) {
+        Ok(c) => c.user_engine,
+        Err(e) => {
+            warn!("{e}; the bridge network gets its default settings");
+            Default::default()
+        }
+    };
+    let subnet = settings.bridge_subnet;
+    let std::net::IpAddr::V4(addr) = subnet.addr else {
+        error!("user-engine.bridge-subnet {subnet} is not IPv4; no bridge network");
+        return None;
+    };
+    info!(
+        "bridge network {subnet} on {}",
+        corral_sysd::network::BRIDGE_INTERFACE
+    );
+    Some(corral_sysd::network::Bridge {
+        netavark: netavark.to_owned(),
+        config_dir: run_root.join("netavark"),
+        subnet: addr,
+        prefix: subnet.prefix,
+    })
+}
+
 fn uptime() -> String {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -135,7 +178,13 @@ async fn run(args: Args) -> Result<()> {
         log_max_size: logs::DEFAULT_MAX_SIZE,
         log_keep: logs::DEFAULT_KEEP,
         role: policy.clone(),
+        bridge: None,
     };
+    let mut cfg = cfg;
+    if let Some(default) = policy.netavark {
+        let netavark = args.netavark.clone().unwrap_or_else(|| default.into());
+        cfg.bridge = bridge(&netavark, args.config.as_deref(), &cfg.run_root);
+    }
     let socket = args.socket.unwrap_or_else(|| policy.socket_path());
     let socket_group = args.socket_group.or(policy.socket_group);
     if !policy.runs_system_services && in_ram(&cfg.data_root) {

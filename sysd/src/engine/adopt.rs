@@ -151,6 +151,9 @@ impl Engine {
                     "re-attached to {name} (pid {})",
                     r.container.as_ref().map_or(r.monitor.pid, |c| c.pid)
                 );
+                if let Some(pid) = r.container.as_ref().map(|c| c.pid.as_raw()) {
+                    self.repin(&id, pid);
+                }
                 // Not our child any more (init is the old engine's
                 // children's parent now): its monitor records the exit.
                 self.watch(id, 1, r, false, None);
@@ -164,13 +167,20 @@ impl Engine {
                     }
                     None => {}
                 }
-                if let Some(after) = restart {
+                if restart.is_some() {
                     info!(
                         "{name}: restart policy {}: starting it again",
                         policy.as_str()
                     );
-                    self.restart_after(&id, 1, after, name);
                 }
+                // Its ports and veth, if it was on the bridge, go first.
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    engine.network_down(&id).await;
+                    if let Some(after) = restart {
+                        engine.restart_after(&id, 1, after, name);
+                    }
+                });
             }
         }
     }

@@ -25,6 +25,7 @@ impl Engine {
         def: ServiceDef,
         service: bool,
         api: ApiFields,
+        warnings: &mut Vec<String>,
     ) -> Result<String> {
         let image_ref = def
             .image
@@ -42,8 +43,15 @@ impl Engine {
         let id = new_id()?;
         let mut def = def;
         if !service && def.hostname.is_none() {
-            // Docker's default: the short id.
-            def.hostname = Some(id[..12].to_owned());
+            // Docker's default: the short id; on the host's network, the
+            // machine's name.
+            def.hostname = Some(match api.network.mode {
+                crate::network::Mode::Host => nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| id[..12].to_owned()),
+                _ => id[..12].to_owned(),
+            });
         }
         let name = match name {
             Some(n) if !valid_name(n) => {
@@ -66,7 +74,7 @@ impl Engine {
         let run_dir = self.run_dir(&id);
         let rootfs = run_dir.join("rootfs");
         let image_config = image.config.config().clone().unwrap_or_default();
-        let spec = spec::build(
+        let mut spec = spec::build(
             &def,
             &spec::Context {
                 name: &name,
@@ -79,6 +87,14 @@ impl Engine {
             },
         )
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let mut api = api;
+        let image_exposed = image_config.exposed_ports().clone().unwrap_or_default();
+        self.plan_network(&id, &mut api, &mut spec, &image_exposed, warnings)?;
+        for p in image_exposed {
+            if !api.exposed_ports.contains(&p) {
+                api.exposed_ports.push(p);
+            }
+        }
 
         let record = Record {
             id: id.clone(),
@@ -99,6 +115,8 @@ impl Engine {
                 std::fs::create_dir_all(d)?;
             }
             self.prepare_run_dir(&id)?;
+            let hostname = spec.hostname().clone().unwrap_or_default();
+            self.write_etc_files(&id, &record.api, &hostname)?;
             // A bind source that does not exist yet is made a directory,
             // as Docker does for -v: the syslog and resolver directories
             // every system container binds, /run/udev, a new volume.

@@ -38,7 +38,7 @@ impl Engine {
             let _ = tx_done.send(true);
             // The log is complete before anyone waiting hears of the exit.
             let _ = pump.await;
-            engine.on_exit(&id, generation, exit);
+            engine.on_exit(&id, generation, exit).await;
         });
     }
 

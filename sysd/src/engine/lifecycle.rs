@@ -84,7 +84,7 @@ impl Engine {
             c.backoff.reset();
             c.record.restart_count += 1;
         }
-        self.start(id)
+        self.start(id).await
     }
 
     /// Waits until the container is not running (`next_exit`: until its
@@ -160,6 +160,8 @@ impl Engine {
             self.kill_cgroup(id, &process);
             let _ = tokio::time::timeout(Duration::from_secs(10), exits.changed()).await;
         }
+        // Set up and never torn down: ended while no engine ran.
+        self.network_down(id).await;
         let Some(c) = self.lock().containers.remove(id) else {
             return Ok(());
         };

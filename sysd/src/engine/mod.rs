@@ -34,6 +34,7 @@ mod adopt;
 mod create;
 mod follow;
 mod lifecycle;
+mod net;
 
 use crate::logs::{self, Entry};
 use crate::restart::{Backoff, Decision, Exit};
@@ -57,6 +58,9 @@ pub struct EngineConfig {
     pub monitor_binary: PathBuf,
     pub log_max_size: u64,
     pub log_keep: u32,
+    /// The default bridge network (the user engine's, when netavark is
+    /// there); without one, containers get only a loopback.
+    pub bridge: Option<crate::network::Bridge>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +257,7 @@ impl Engine {
     }
 
     /// Starts a created or exited container.
-    pub fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
         let (layers, name, generation) = {
             let mut inner = self.lock();
             let c = inner
@@ -300,20 +304,30 @@ impl Engine {
             cgroup: crate::role::cgroup_path(&self.cfg.cgroup_parent, crate::monitor::CGROUP),
             seccomp_cache: self.cfg.run_root.join("seccomp"),
         };
+        if let Err(e) = self.network_up(id).await {
+            if let Some(c) = self.lock().containers.get_mut(id) {
+                c.record.state.status = Status::Exited;
+                c.record.state.error = e.to_string();
+                c.record.state.exit_code = Some(125);
+                c.record.state.finished_at = Some(now());
+                let _ = self.states.save(&c.record);
+            }
+            self.remove_if_auto(id);
+            return Err(e);
+        }
         // Err: (message, whether the container's command is at fault)
         let spawned = crate::monitor::start(&self.cfg.monitor_binary, &run_dir, &request);
         let spawned = match spawned {
             Ok(s) => s,
             Err((e, exec)) => {
-                let mut inner = self.lock();
-                if let Some(c) = inner.containers.get_mut(id) {
+                if let Some(c) = self.lock().containers.get_mut(id) {
                     c.record.state.status = Status::Exited;
                     c.record.state.error = e.clone();
                     c.record.state.exit_code = Some(if exec { 127 } else { 125 });
                     c.record.state.finished_at = Some(now());
                     let _ = self.states.save(&c.record);
                 }
-                drop(inner);
+                self.network_down(id).await;
                 // The runtime may have made the cgroup before failing.
                 let _ =
                     Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id))).remove();
@@ -355,7 +369,10 @@ impl Engine {
         Ok(())
     }
 
-    fn on_exit(self: &Arc<Self>, id: &str, generation: u64, exit: Exit) {
+    async fn on_exit(self: &Arc<Self>, id: &str, generation: u64, exit: Exit) {
+        // Off the network before anyone hears of the exit: a `wait`er
+        // that starts it again, or another container, can have its ports.
+        self.network_down(id).await;
         let cgroup = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id)));
         let oom = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false);
         // Whatever the process left behind in its cgroup (a daemon that
@@ -442,7 +459,7 @@ impl Engine {
                 }
             };
             if still_wanted {
-                if let Err(e) = engine.start(&id) {
+                if let Err(e) = engine.start(&id).await {
                     error!("restarting {name}: {e}");
                 }
             }

@@ -1,0 +1,405 @@
+//! A container's network across its life: planned at create (mode,
+//! address, the /etc files), set up before each start, torn down after
+//! each exit, pinned again when a restarted engine adopts it. The network
+//! itself is `crate::network`'s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use corral_runtime::netns;
+use log::{info, warn};
+use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
+
+use super::{internal, resolve_in, Engine, EngineError, Result};
+use crate::network::{self, Mode, NetError, PortMap};
+use crate::state::ApiFields;
+
+/// The /etc files every API container gets, written by the engine.
+const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// The machine's resolver config, as the engine (a system container) sees
+/// it: the network service's.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+const HOST_HOSTS: &str = "/etc/hosts";
+
+impl From<NetError> for EngineError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::PortInUse(m) => EngineError::Conflict(m),
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn set_netns(spec: &mut Spec, path: Option<&Path>) {
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(namespaces) = linux.namespaces_mut() {
+            match path {
+                Some(p) => {
+                    for ns in namespaces.iter_mut() {
+                        if ns.typ() == LinuxNamespaceType::Network {
+                            ns.set_path(Some(p.to_owned()));
+                        }
+                    }
+                }
+                // The machine's: no network namespace of its own.
+                None => namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network),
+            }
+        }
+    }
+}
+
+fn c_hostname(inner: &super::Inner, id: &str) -> String {
+    inner
+        .containers
+        .get(id)
+        .and_then(|c| c.spec.hostname().clone())
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// Inspect's `SandboxKey`.
+    pub fn netns_of(&self, id: &str) -> String {
+        self.netns_path(id).display().to_string()
+    }
+
+    /// Where a container's network namespace is kept while it runs.
+    pub(super) fn netns_path(&self, id: &str) -> PathBuf {
+        self.cfg.run_root.join("netns").join(id)
+    }
+
+    /// The mode, the address on the bridge, the published ports, and the
+    /// /etc files bound into the container. System containers have their
+    /// network from their definition and the host's resolver.
+    pub(super) fn plan_network(
+        &self,
+        id: &str,
+        api: &mut ApiFields,
+        spec: &mut Spec,
+        image_exposed: &[String],
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        if self.cfg.role.system_containers {
+            return Ok(());
+        }
+        let inner = self.lock();
+        let net = &mut api.network;
+        if net.mode == Mode::Bridge && self.cfg.bridge.is_none() {
+            warnings.push(
+                "this engine has no bridge network: the container gets only a loopback interface (use --network host to share the machine's)".into(),
+            );
+            net.mode = Mode::None;
+            net.ports.clear();
+        }
+        let mut etc_source = self.data_dir(id);
+        match net.mode.clone() {
+            Mode::Bridge => {
+                let bridge = self
+                    .cfg
+                    .bridge
+                    .as_ref()
+                    .ok_or_else(|| internal("no bridge"))?;
+                if net.publish_all {
+                    for key in api.exposed_ports.iter().chain(image_exposed) {
+                        let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                        let Ok(port) = port.parse::<u16>() else {
+                            continue;
+                        };
+                        let known = net
+                            .ports
+                            .iter()
+                            .any(|p| p.container_port == port && p.protocol == proto);
+                        if !known {
+                            net.ports.push(PortMap {
+                                host_ip: String::new(),
+                                host_port: 0,
+                                container_port: port,
+                                protocol: proto.to_owned(),
+                            });
+                        }
+                    }
+                }
+                let used: Vec<_> = inner
+                    .containers
+                    .values()
+                    .filter_map(|c| c.record.api.network.ip)
+                    .collect();
+                net.ip = Some(bridge.allocate(&used)?);
+                set_netns(spec, Some(&self.netns_path(id)));
+            }
+            Mode::Container(reference) => {
+                let target = resolve_in(&inner, &reference)?;
+                let t = &inner.containers[&target];
+                if let Mode::Container(_) = t.record.api.network.mode {
+                    return Err(EngineError::Invalid(format!(
+                        "cannot join the network of {}: it joins another container's network itself",
+                        t.record.name
+                    )));
+                }
+                // Docker's: the other container's host name and files too.
+                spec.set_hostname(t.spec.hostname().clone());
+                etc_source = self.data_dir(&target);
+                net.mode = Mode::Container(target);
+            }
+            Mode::Host => set_netns(spec, None),
+            Mode::None => {}
+        }
+        drop(inner);
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for f in ETC_FILES {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(format!("/etc/{f}"))
+                    .typ("bind")
+                    .source(etc_source.join(f))
+                    .options(vec!["rbind".to_owned(), "rprivate".to_owned()])
+                    .build()
+                    .map_err(internal)?,
+            );
+        }
+        spec.set_mounts(Some(mounts));
+        Ok(())
+    }
+
+    /// Writes the container's hosts, hostname and resolv.conf (again at
+    /// each start: the machine's resolvers may have changed).
+    pub(super) fn write_etc_files(
+        &self,
+        id: &str,
+        api: &ApiFields,
+        hostname: &str,
+    ) -> std::io::Result<()> {
+        if self.cfg.role.system_containers {
+            return Ok(());
+        }
+        let net = &api.network;
+        let dir = self.data_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+        let (hosts, resolv) = match net.mode {
+            // Another container's files are bound instead.
+            Mode::Container(_) => return Ok(()),
+            Mode::Host => (
+                std::fs::read_to_string(HOST_HOSTS)
+                    .unwrap_or_else(|_| network::hosts_file(hostname, None)),
+                host_resolv,
+            ),
+            Mode::Bridge | Mode::None => (
+                network::hosts_file(hostname, net.ip),
+                network::resolv_conf(&host_resolv, &[]),
+            ),
+        };
+        for (name, text) in [
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv),
+        ] {
+            crate::state::write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Before the process starts: a bridged container's namespace made
+    /// and put on the bridge with its ports; a `container:` one pointed at
+    /// the other container's namespace. Whatever an earlier run left set
+    /// up is torn down first.
+    pub(super) async fn network_up(self: &Arc<Self>, id: &str) -> Result<()> {
+        let (api, name, hostname) = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            (
+                c.record.api.clone(),
+                c.record.name.clone(),
+                c.spec.hostname().clone().unwrap_or_default(),
+            )
+        };
+        if self.cfg.role.system_containers {
+            return Ok(());
+        }
+        self.write_etc_files(id, &api, &hostname)
+            .map_err(|e| internal(format!("writing the /etc files of {name}: {e}")))?;
+        match &api.network.mode {
+            Mode::Bridge => self.bridge_up(id, &name, &api).await,
+            Mode::Container(target) => self.join_up(id, target),
+            Mode::Host | Mode::None => Ok(()),
+        }
+    }
+
+    async fn bridge_up(self: &Arc<Self>, id: &str, name: &str, api: &ApiFields) -> Result<()> {
+        let bridge = self
+            .cfg
+            .bridge
+            .clone()
+            .ok_or_else(|| internal("this engine has no bridge network"))?;
+        if api.network.attached {
+            self.network_down(id).await;
+        }
+        // Made on another subnet (`[user-engine] bridge-subnet` changed):
+        // a new address on this one.
+        let ip = match api.network.ip {
+            Some(ip) if bridge.contains(ip) => ip,
+            _ => {
+                let mut inner = self.lock();
+                let used: Vec<_> = inner
+                    .containers
+                    .values()
+                    .filter_map(|c| c.record.api.network.ip)
+                    .collect();
+                let ip = bridge.allocate(&used)?;
+                if let Some(c) = inner.containers.get_mut(id) {
+                    c.record.api.network.ip = Some(ip);
+                    let _ = self.states.save(&c.record);
+                }
+                let hostname = c_hostname(&inner, id);
+                drop(inner);
+                let fields = ApiFields {
+                    network: crate::network::Settings {
+                        ip: Some(ip),
+                        ..api.network.clone()
+                    },
+                    ..api.clone()
+                };
+                self.write_etc_files(id, &fields, &hostname)
+                    .map_err(|e| internal(format!("writing the /etc files of {name}: {e}")))?;
+                ip
+            }
+        };
+        let path = self.netns_path(id);
+        netns::create(&path).map_err(|e| internal(format!("{name}: network namespace: {e}")))?;
+        let taken: Vec<PortMap> = self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.record.id != id && c.record.api.network.attached)
+            .flat_map(|c| c.record.api.network.bound_ports.clone())
+            .collect();
+        let set_up = async {
+            let ports = network::bind_ports(&api.network.ports, &taken)?;
+            let mac = bridge.setup(&path, id, name, ip, &ports).await?;
+            Ok::<_, NetError>((ports, mac))
+        }
+        .await;
+        match set_up {
+            Ok((ports, mac)) => {
+                let mut inner = self.lock();
+                if let Some(c) = inner.containers.get_mut(id) {
+                    c.record.api.network.bound_ports = ports;
+                    c.record.api.network.mac = Some(mac);
+                    c.record.api.network.attached = true;
+                    let _ = self.states.save(&c.record);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // netavark undoes its own half-done setup; the namespace
+                // is ours to drop.
+                let _ = netns::release(&path);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `--network container:X`: X must run; its namespace, whether kept
+    /// as a file (bridge) or only its process's (none).
+    fn join_up(&self, id: &str, target: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let t = inner.containers.get(target).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "the container whose network this one joins ({target}) was removed"
+            ))
+        })?;
+        let Some(pid) = t.record.state.pid.filter(|_| t.process.is_some()) else {
+            return Err(EngineError::Conflict(format!(
+                "cannot join the network of container {}: it is not running",
+                t.record.name
+            )));
+        };
+        let path = match t.record.api.network.mode {
+            Mode::Host => None,
+            _ if netns::is_pinned(&self.netns_path(target)) => Some(self.netns_path(target)),
+            _ => Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        };
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+        set_netns(&mut c.spec, path.as_deref());
+        let json = serde_json::to_vec_pretty(&c.spec).map_err(internal)?;
+        crate::state::write_atomic(&self.spec_path(id), &json)
+            .map_err(|e| internal(format!("writing the spec of {}: {e}", c.record.name)))
+    }
+
+    /// After the process ended (or before it starts again, or at removal):
+    /// its ports and veth go, and the namespace file. When no engine held
+    /// the namespace (it ended while the engine was down), an empty one
+    /// stands in so the rules still go.
+    pub(super) async fn network_down(self: &Arc<Self>, id: &str) {
+        let Some((api, name)) = self
+            .lock()
+            .containers
+            .get(id)
+            .map(|c| (c.record.api.clone(), c.record.name.clone()))
+        else {
+            return;
+        };
+        let net = &api.network;
+        let (Some(bridge), Some(ip), true) = (self.cfg.bridge.clone(), net.ip, net.attached) else {
+            return;
+        };
+        let path = self.netns_path(id);
+        let gone = !netns::is_pinned(&path);
+        let scratch = self
+            .cfg
+            .run_root
+            .join("netns")
+            .join(format!("{id}.teardown"));
+        let ns = if gone {
+            if let Err(e) = netns::create(&scratch) {
+                warn!("{name}: cannot tear its network down: {e}");
+                return;
+            }
+            scratch.clone()
+        } else {
+            path.clone()
+        };
+        match bridge
+            .teardown(&ns, id, &name, ip, &net.bound_ports, gone)
+            .await
+        {
+            Ok(()) => info!("{name}: off the bridge"),
+            Err(e) => warn!("{name}: {e}"),
+        }
+        for p in [&path, &scratch] {
+            if let Err(e) = netns::release(p) {
+                warn!("{name}: {e}");
+            }
+        }
+        let mut inner = self.lock();
+        if let Some(c) = inner.containers.get_mut(id) {
+            c.record.api.network.attached = false;
+            c.record.api.network.mac = None;
+            c.record.api.network.bound_ports.clear();
+            let _ = self.states.save(&c.record);
+        }
+    }
+
+    /// A restarted engine sees the namespace files its predecessor made as
+    /// empty files (the bind mounts were in its mount namespace): keep the
+    /// running container's namespace again from its process.
+    pub(super) fn repin(&self, id: &str, pid: i32) {
+        let path = self.netns_path(id);
+        let bridged = self
+            .lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.record.api.network.attached);
+        if bridged {
+            if let Err(e) = netns::pin(Path::new(&format!("/proc/{pid}/ns/net")), &path) {
+                warn!("{id}: keeping its network namespace: {e}");
+            }
+        }
+    }
+}
