@@ -444,7 +444,7 @@ fn docker_cli_over_ssh() {
         ),
         ("22:80", "Bind for 0.0.0.0:22 failed"),
     ] {
-        let o = docker.run(&["run", "--rm", "-p", publish, "corral-test:1", "true"]);
+        let o = docker.run(&["run", "--rm", "-p", publish, "corral-test:1", "echo"]);
         assert_eq!(code(&o), Some(125), "{}", text(&o));
         assert!(text(&o).contains(needle), "{publish}: {}", text(&o));
     }
@@ -519,7 +519,15 @@ fn docker_cli_over_ssh() {
     // Its port is free again.
     docker.ok(
         &vm,
-        &["run", "--rm", "-p", "8080:80", "corral-test:1", "true"],
+        &[
+            "run",
+            "--rm",
+            "-p",
+            "8080:80",
+            "corral-test:1",
+            "echo",
+            "free",
+        ],
     );
     std::thread::sleep(Duration::from_secs(3));
     let logs = docker.ok(&vm, &["logs", "ticker"]);
