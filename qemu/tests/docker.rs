@@ -319,10 +319,12 @@ fn docker_cli_over_ssh() {
     assert_eq!(all.trim(), "", "{all}");
 
     // An option the engine does not support is refused, naming it.
-    let o = docker.run(&["run", "--rm", "--dns", "192.0.2.53", "corral-test:1"]);
+    let o = docker.run(&["run", "--rm", "--ulimit", "nofile=512:512", "corral-test:1"]);
     assert_eq!(code(&o), Some(125), "{}", text(&o));
     assert!(
-        text(&o).contains("HostConfig.Dns: [\"192.0.2.53\"] is not supported"),
+        text(&o).contains("HostConfig.Ulimits: [{")
+            && text(&o).contains("512")
+            && text(&o).contains("--ulimit is not supported"),
         "{}",
         text(&o)
     );
@@ -420,6 +422,35 @@ fn docker_cli_over_ssh() {
     assert!(o.contains("from the outside\n"), "{o}");
     assert!(o.contains("inet 172.17."), "{o}");
     assert!(o.contains("nameserver 10.0.2.3"), "{o}");
+    // A container's own resolvers and host names.
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "--dns",
+            "192.0.2.53",
+            "--dns-search",
+            "example.org",
+            "--add-host",
+            "db:192.0.2.7",
+            "--add-host",
+            "gw:host-gateway",
+            "corral-test:1",
+            "cat",
+            "/etc/resolv.conf",
+            "/etc/hosts",
+        ],
+    );
+    assert!(
+        o.contains("nameserver 192.0.2.53\nsearch example.org\n"),
+        "{o}"
+    );
+    assert!(!o.contains("10.0.2.3"), "{o}");
+    assert!(
+        o.contains("192.0.2.7\tdb\n") && o.contains("172.17.0.1\tgw\n"),
+        "{o}"
+    );
     let o = docker.ok(
         &vm,
         &[

@@ -73,9 +73,29 @@ pub struct Settings {
     /// ports it got (a 0 in `ports` resolved).
     pub mac: Option<String>,
     pub bound_ports: Vec<PortMap>,
+    /// `--dns`, `--dns-search`, `--dns-option`: in place of the machine's.
+    pub dns: Dns,
+    /// `--add-host NAME:IP`, added to /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
     /// netavark has set it up and not torn it down yet: what the next
     /// start or the removal undoes first, whatever happened in between.
     pub attached: bool,
+}
+
+/// A container's own resolver settings; what is empty is the machine's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dns {
+    pub servers: Vec<IpAddr>,
+    /// `.` alone: no search domains.
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty() && self.options.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,45 +390,67 @@ pub fn bind_ports(ports: &[PortMap], taken: &[PortMap]) -> Result<Vec<PortMap>, 
     Ok(bound)
 }
 
-/// A bridged container's resolv.conf: the machine's, without loopback
-/// name servers (they would be the container's own loopback); Google's
-/// public servers when none is left, as Docker does.
-pub fn resolv_conf(host: &str, extra_servers: &[IpAddr]) -> String {
-    let mut out = String::from("# Written by the user engine from the machine's resolv.conf.\n");
-    let mut servers = 0;
-    for ip in extra_servers {
-        out.push_str(&format!("nameserver {ip}\n"));
-        servers += 1;
-    }
+/// A container's resolv.conf, as Docker writes it: the machine's, less
+/// loopback name servers (they would be the container's own loopback;
+/// Google's public servers when none is left), each part replaced by the
+/// container's own `--dns`, `--dns-search`, `--dns-option` when given.
+pub fn resolv_conf(host: &str, own: &Dns) -> String {
+    let mut servers = Vec::new();
+    let mut search = Vec::new();
+    let mut options = Vec::new();
     for line in host.lines() {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
-            (Some("nameserver"), Some(ip)) => {
-                let loopback = ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
-                if !loopback {
-                    out.push_str(line.trim());
-                    out.push('\n');
-                    servers += 1;
-                }
+            (Some("nameserver"), Some(ip))
+                if !ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback()) =>
+            {
+                servers.push(ip.to_owned());
             }
-            (Some("search" | "domain" | "options"), Some(_)) => {
-                out.push_str(line.trim());
-                out.push('\n');
+            (Some("search" | "domain"), Some(first)) => {
+                search = std::iter::once(first)
+                    .chain(words)
+                    .map(str::to_owned)
+                    .collect()
+            }
+            (Some("options"), Some(first)) => {
+                options.extend(std::iter::once(first).chain(words).map(str::to_owned))
             }
             _ => {}
         }
     }
-    if servers == 0 {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    if !own.servers.is_empty() {
+        servers = own.servers.iter().map(IpAddr::to_string).collect();
+    }
+    if servers.is_empty() {
+        servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];
+    }
+    if !own.search.is_empty() {
+        search = own.search.iter().filter(|d| *d != ".").cloned().collect();
+    }
+    if !own.options.is_empty() {
+        options = own.options.clone();
+    }
+    let mut out = String::from("# Written by the user engine.\n");
+    for s in servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
 }
 
 /// A container's /etc/hosts, as Docker writes it.
-pub fn hosts_file(hostname: &str, ip: Option<Ipv4Addr>) -> String {
+pub fn hosts_file(hostname: &str, ip: Option<Ipv4Addr>, extra: &[(String, String)]) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    for (name, ip) in extra {
+        out.push_str(&format!("{ip}\t{name}\n"));
+    }
     if let Some(ip) = ip {
         out.push_str(&format!("{ip}\t{hostname}\n"));
     }
@@ -473,22 +515,43 @@ mod tests {
     #[test]
     fn resolv_conf_drops_loopback_servers() {
         let host = "# by netconf\nnameserver 127.0.0.53\nnameserver 10.0.2.3\nsearch lan\n";
-        let r = resolv_conf(host, &[]);
-        assert!(r.contains("nameserver 10.0.2.3\n"));
-        assert!(!r.contains("127.0.0.53"));
-        assert!(r.contains("search lan\n"));
-        let only_local = resolv_conf("nameserver 127.0.0.1\n", &[]);
-        assert!(only_local.contains("nameserver 8.8.8.8"));
-        let extra = resolv_conf(host, &["9.9.9.9".parse().unwrap()]);
-        assert!(extra.find("9.9.9.9").unwrap() < extra.find("10.0.2.3").unwrap());
+        let r = resolv_conf(host, &Dns::default());
+        assert_eq!(
+            r,
+            "# Written by the user engine.\nnameserver 10.0.2.3\nsearch lan\n"
+        );
+        let only_local = resolv_conf("nameserver 127.0.0.1\n", &Dns::default());
+        assert!(only_local.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n"));
+    }
+
+    #[test]
+    fn the_containers_own_settings_replace_the_machines() {
+        let host = "nameserver 10.0.2.3\nsearch lan\noptions ndots:2\n";
+        let own = Dns {
+            servers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["example.org".into()],
+            options: vec!["timeout:1".into()],
+        };
+        assert_eq!(
+            resolv_conf(host, &own),
+            "# Written by the user engine.\nnameserver 192.0.2.53\nsearch example.org\noptions timeout:1\n"
+        );
+        let no_search = Dns {
+            search: vec![".".into()],
+            ..Default::default()
+        };
+        let r = resolv_conf(host, &no_search);
+        assert!(!r.contains("search"), "{r}");
+        assert!(r.contains("nameserver 10.0.2.3\noptions ndots:2\n"), "{r}");
     }
 
     #[test]
     fn hosts_name_the_container_at_its_address() {
-        let h = hosts_file("abc123", Some(Ipv4Addr::new(172, 17, 0, 2)));
+        let extra = [("db".to_owned(), "192.0.2.7".to_owned())];
+        let h = hosts_file("abc123", Some(Ipv4Addr::new(172, 17, 0, 2)), &extra);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
-        assert!(h.ends_with("172.17.0.2\tabc123\n"));
-        assert!(!hosts_file("x", None).contains("\tx\n"));
+        assert!(h.ends_with("192.0.2.7\tdb\n172.17.0.2\tabc123\n"), "{h}");
+        assert!(!hosts_file("x", None, &[]).contains("\tx\n"));
     }
 
     #[test]

@@ -593,6 +593,25 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>) -> Value {
             network_mode: Some(networks::network_mode(r)),
             port_bindings: Some(networks::port_bindings(r)),
             publish_all_ports: Some(r.api.network.publish_all),
+            dns: Some(
+                r.api
+                    .network
+                    .dns
+                    .servers
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+            dns_search: Some(r.api.network.dns.search.clone()),
+            dns_options: Some(r.api.network.dns.options.clone()),
+            extra_hosts: Some(
+                r.api
+                    .network
+                    .extra_hosts
+                    .iter()
+                    .map(|(n, ip)| format!("{n}:{ip}"))
+                    .collect(),
+            ),
             pid_mode: Some(
                 if shares(d, HostNamespace::Pid) {
                     "host"

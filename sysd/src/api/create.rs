@@ -53,6 +53,10 @@ const SUPPORTED: &[&str] = &[
     "HostConfig.Devices",
     "HostConfig.SecurityOpt",
     "HostConfig.AutoRemove",
+    "HostConfig.Dns",
+    "HostConfig.DnsSearch",
+    "HostConfig.DnsOptions",
+    "HostConfig.ExtraHosts",
     "HostConfig.PortBindings",
     "HostConfig.PublishAllPorts",
     "ExposedPorts",
@@ -486,7 +490,45 @@ fn host_config(
             }
         }
     }
+    for server in h.dns.into_iter().flatten() {
+        net.dns.servers.push(server.parse().map_err(|_| {
+            ApiError::bad(format!("HostConfig.Dns: {server:?} is not an IP address"))
+        })?);
+    }
+    for (name, list, out) in [
+        ("HostConfig.DnsSearch", h.dns_search, &mut net.dns.search),
+        ("HostConfig.DnsOptions", h.dns_options, &mut net.dns.options),
+    ] {
+        for v in list.into_iter().flatten() {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err(ApiError::bad(format!("{name}: {v:?} is not one word")));
+            }
+            out.push(v);
+        }
+    }
+    for entry in h.extra_hosts.into_iter().flatten() {
+        // NAME:IP, the IP possibly IPv6 (with colons of its own).
+        let (name, ip) = entry.split_once(':').unwrap_or((&entry, ""));
+        let ip_ok = ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok();
+        if name.is_empty() || name.contains(char::is_whitespace) || !ip_ok {
+            return Err(ApiError::bad(format!(
+                "HostConfig.ExtraHosts: {entry:?} is not NAME:IP (or NAME:host-gateway)"
+            )));
+        }
+        net.extra_hosts.push((name.to_owned(), ip.to_owned()));
+    }
     if let Mode::Container(_) = net.mode {
+        // Docker's words: the other container's files are used.
+        if !net.dns.is_empty() {
+            return Err(ApiError::bad(
+                "HostConfig.Dns: conflicting options: dns and the network mode",
+            ));
+        }
+        if !net.extra_hosts.is_empty() {
+            return Err(ApiError::bad(
+                "HostConfig.ExtraHosts: conflicting options: custom host-to-IP mapping and the network mode",
+            ));
+        }
         if def.hostname.is_some() {
             return Err(ApiError::bad(
                 "Hostname: conflicting options: hostname and the network mode container:NAME (the container gets that container's)",
@@ -634,6 +676,44 @@ mod tests {
     }
 
     #[test]
+    fn resolver_settings_and_extra_hosts_are_read() {
+        let c = parse(
+            br#"{"Image":"b","HostConfig":{"Dns":["192.0.2.53"],"DnsSearch":["example.org"],"DnsOptions":["ndots:1"],"ExtraHosts":["db:192.0.2.7","gw:host-gateway","v6:fd00::1"]}}"#,
+        )
+        .unwrap();
+        let n = &c.fields.network;
+        assert_eq!(
+            n.dns.servers,
+            ["192.0.2.53".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(n.dns.search, ["example.org"]);
+        assert_eq!(n.dns.options, ["ndots:1"]);
+        assert_eq!(
+            n.extra_hosts[1],
+            ("gw".to_owned(), "host-gateway".to_owned())
+        );
+        assert_eq!(n.extra_hosts[2], ("v6".to_owned(), "fd00::1".to_owned()));
+        for (body, needle) in [
+            (
+                r#"{"Dns":["nine"]}"#,
+                "HostConfig.Dns: \"nine\" is not an IP address",
+            ),
+            (
+                r#"{"ExtraHosts":["db"]}"#,
+                "HostConfig.ExtraHosts: \"db\" is not NAME:IP",
+            ),
+            (
+                r#"{"NetworkMode":"container:x","Dns":["192.0.2.1"]}"#,
+                "conflicting options: dns and the network mode",
+            ),
+        ] {
+            let body = format!(r#"{{"Image":"b","HostConfig":{body}}}"#);
+            let e = parse(body.as_bytes()).unwrap_err().message;
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn network_modes_and_their_conflicts() {
         let mode = |m: &str| {
             let body = format!(r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{m}"}}}}"#);
@@ -702,8 +782,8 @@ mod tests {
                 "HostConfig.OomScoreAdj: 500 is not supported by this engine",
             ),
             (
-                ("\"Dns\":[]", "\"Dns\":[\"1.1.1.1\"]"),
-                "HostConfig.Dns: [\"1.1.1.1\"] is not supported",
+                ("\"Links\":null", "\"Links\":[\"db:db\"]"),
+                "HostConfig.Links: [\"db:db\"] is not supported",
             ),
         ] {
             let body = CLI_BODY.replacen(change.0, change.1, 1);

@@ -244,6 +244,7 @@ mod tests {
             bound_ports: vec![published],
             attached: true,
             publish_all: false,
+            ..Default::default()
         }
     }
 

@@ -60,6 +60,14 @@ impl Engine {
                 }),
                 _ => None,
             };
+            if !run_dir.exists() {
+                // After a reboot (the run root is in /run): nothing of
+                // its network is left in the kernel to tear down.
+                let net = &mut record.api.network;
+                net.attached = false;
+                net.mac = None;
+                net.bound_ports.clear();
+            }
             let st = &record.state;
             let running = if st.status == Status::Running {
                 let container = follow(st.pid, st.start_time);

@@ -91,6 +91,19 @@ impl Engine {
             net.mode = Mode::None;
             net.ports.clear();
         }
+        // `--add-host NAME:host-gateway`: the bridge's address, Docker's.
+        for (_, ip) in net
+            .extra_hosts
+            .iter_mut()
+            .filter(|(_, ip)| ip == "host-gateway")
+        {
+            let gateway = self.cfg.bridge.as_ref().map(|b| b.gateway()).ok_or_else(|| {
+                EngineError::Invalid(
+                    "--add-host ...:host-gateway needs the bridge network, which this engine does not have".into(),
+                )
+            })?;
+            *ip = gateway.to_string();
+        }
         let mut etc_source = self.data_dir(id);
         match net.mode.clone() {
             Mode::Bridge => {
@@ -179,14 +192,22 @@ impl Engine {
         let (hosts, resolv) = match net.mode {
             // Another container's files are bound instead.
             Mode::Container(_) => return Ok(()),
-            Mode::Host => (
-                std::fs::read_to_string(HOST_HOSTS)
-                    .unwrap_or_else(|_| network::hosts_file(hostname, None)),
-                host_resolv,
-            ),
+            Mode::Host => {
+                let mut hosts = std::fs::read_to_string(HOST_HOSTS)
+                    .unwrap_or_else(|_| network::hosts_file(hostname, None, &[]));
+                for (name, ip) in &net.extra_hosts {
+                    hosts.push_str(&format!("{ip}\t{name}\n"));
+                }
+                let resolv = if net.dns.is_empty() {
+                    host_resolv
+                } else {
+                    network::resolv_conf(&host_resolv, &net.dns)
+                };
+                (hosts, resolv)
+            }
             Mode::Bridge | Mode::None => (
-                network::hosts_file(hostname, net.ip),
-                network::resolv_conf(&host_resolv, &[]),
+                network::hosts_file(hostname, net.ip, &net.extra_hosts),
+                network::resolv_conf(&host_resolv, &net.dns),
             ),
         };
         for (name, text) in [
