@@ -17,6 +17,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use corral_runtime::{Process, Rootfs, SpawnOptions};
+
+pub mod relay;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub const REQUEST: &str = "monitor.json";
 /// How it ended, written by the monitor.
 pub const EXIT: &str = "exit.json";
+/// The FIFOs of a container's state directory: its output, its input,
+/// and the monitor's control requests ([`relay::Control`]).
+pub const FIFOS: &[&str] = &["stdout", "stderr", "stdin", "ctl"];
 /// Beside the containers' cgroups, below the engine's parent.
 pub const CGROUP: &str = "monitors";
 
@@ -42,6 +47,15 @@ pub struct Request {
     pub cgroup: String,
     /// Where compiled seccomp filters are kept between monitors.
     pub seccomp_cache: PathBuf,
+    /// `docker run -t`: the container gets a terminal the monitor holds.
+    #[serde(default)]
+    pub tty: bool,
+    /// `docker run -i`: the container reads the stdin FIFO.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The terminal's first size (rows, columns).
+    #[serde(default)]
+    pub size: Option<(u16, u16)>,
 }
 
 /// The monitor's one line on stdout.
@@ -147,27 +161,65 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
         let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
         let _ = out.flush();
     };
-    let fifo = |name: &str| {
+    let failed = |message: String| {
+        report(&Started::Failed {
+            message: message.clone(),
+            exec: false,
+        });
+        message
+    };
+    let fifo = |name: &str, nonblocking: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(if nonblocking { libc::O_NONBLOCK } else { 0 })
             .open(run_dir.join(name))
-            .map(std::os::fd::OwnedFd::from)
             .map_err(|e| format!("opening the {name} FIFO: {e}"))
     };
-    let stdio = match (fifo("stdout"), fifo("stderr")) {
-        (Ok(stdout), Ok(stderr)) => corral_runtime::Stdio {
-            stdin: None,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
+    let (out, err, ctl) = match (
+        fifo("stdout", false),
+        fifo("stderr", false),
+        fifo("ctl", true),
+    ) {
+        (Ok(o), Ok(e), Ok(c)) => (o, e, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(failed(e)),
+    };
+    // Held while the input is open; the container's own end is read-only,
+    // so that it sees the end of input once the monitor lets go and the
+    // engine has closed its writing end.
+    let stdin_keep = match request.stdin {
+        true => Some(fifo("stdin", true).map_err(failed)?),
+        false => None,
+    };
+    let container_stdin = match (&stdin_keep, request.tty) {
+        (Some(_), false) => Some(open_blocking_reader(&run_dir.join("stdin")).map_err(failed)?),
+        _ => None,
+    };
+    let console = match request.tty {
+        true => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| failed(format!("making the console socket: {e}")))?,
+        ),
+        false => None,
+    };
+    let (console_ours, console_theirs) = match console {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let stdio = match request.tty {
+        // The terminal is the container's stdio.
+        true => corral_runtime::Stdio::default(),
+        false => corral_runtime::Stdio {
+            stdin: container_stdin,
+            stdout: Some(out.try_clone().map_err(|e| failed(e.to_string()))?.into()),
+            stderr: Some(err.into()),
         },
-        (Err(e), _) | (_, Err(e)) => {
-            report(&Started::Failed {
-                message: e.clone(),
-                exec: false,
-            });
-            return Err(e);
-        }
     };
     let spawned = corral_runtime::spawn(SpawnOptions {
         id: &request.id,
@@ -181,6 +233,7 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
         cgroup_root: request.cgroup_root.clone(),
         stdio,
         seccomp_cache: Some(request.seccomp_cache.clone()),
+        console_socket: console_theirs,
     });
     let process = match spawned {
         Ok(p) => p,
@@ -192,6 +245,28 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
             return Ok(());
         }
     };
+    let master = match &console_ours {
+        Some(sock) => match corral_runtime::recv_console(sock) {
+            Ok(Some(m)) => {
+                let m = std::fs::File::from(m);
+                set_nonblocking(&m);
+                if let Some((rows, cols)) = request.size {
+                    use std::os::fd::AsFd;
+                    let _ = crate::sys::set_window_size(m.as_fd(), rows, cols);
+                }
+                Some(m)
+            }
+            other => {
+                let _ = process.signal(nix::sys::signal::Signal::SIGKILL);
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "no terminal came back".into(),
+                };
+                return Err(failed(format!("the container's terminal: {why}")));
+            }
+        },
+        None => None,
+    };
     report(&Started::Running {
         pid: process.pid.as_raw(),
         start_time: process.start_time,
@@ -199,6 +274,16 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
     // Nobody reads our stdout any more; the engine may be gone.
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
+    }
+    {
+        use std::os::fd::AsFd;
+        relay::Relay {
+            master,
+            out,
+            stdin: stdin_keep,
+            ctl,
+        }
+        .run(process.pidfd.as_fd());
     }
     let code = loop {
         use std::os::fd::AsFd;
@@ -214,8 +299,36 @@ pub fn run(run_dir: &Path) -> Result<(), String> {
         finished_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    crate::state::write_atomic(&run_dir.join(EXIT), &json)
-        .map_err(|e| format!("writing {}: {e}", run_dir.join(EXIT).display()))
+    match crate::state::write_atomic(&run_dir.join(EXIT), &json) {
+        // Removed with --force: nobody is left to read it.
+        Err(_) if !run_dir.exists() => Ok(()),
+        r => r.map_err(|e| format!("writing {}: {e}", run_dir.join(EXIT).display())),
+    }
+}
+
+/// A blocking read-only end of a FIFO someone (the monitor) already has
+/// open: opened without blocking, then switched to blocking reads.
+fn open_blocking_reader(path: &Path) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut flags = nix::fcntl::OFlag::from_bits_retain(flags);
+    flags.remove(nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(f.into())
+}
+
+fn set_nonblocking(f: &std::fs::File) {
+    if let Ok(flags) = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_GETFL) {
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(flags));
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {

@@ -86,6 +86,21 @@ pub struct ApiFields {
     pub network: crate::network::Settings,
     /// `--expose` and the image's exposed ports (`-P` publishes them).
     pub exposed_ports: Vec<String>,
+    /// `-t`: a terminal; the output is one raw stream.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: the container's input is open for attaching clients.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// The input ends when the first attached client's does (`docker run -i`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// `AttachStdin/Stdout/Stderr` as created, shown by inspect.
+    #[serde(default)]
+    pub attach: [bool; 3],
+    /// The terminal's first size (rows, columns), when the client sent it.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! The engine's `unsafe` calls: registering a file descriptor with
-//! tokio's reactor, and ignoring a signal.
+//! tokio's reactor, ignoring a signal, and a terminal's window size.
 
 use std::fs::File;
 use std::io;
@@ -22,4 +22,23 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) {
     // SAFETY: SIG_IGN installs no handler, so no code can run in signal
     // context; the previous action is not needed.
     let _ = unsafe { sigaction(signal, &ignore) };
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// Sets the window size of the terminal whose master (or slave) is `fd`;
+/// the kernel sends SIGWINCH to its foreground process group.
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which is
+    // valid for the call; the descriptor is borrowed, so open.
+    unsafe { tiocswinsz(fd.as_raw_fd(), &size) }
+        .map(drop)
+        .map_err(io::Error::from)
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`spawn`]: clone3 into the cgroup and namespaces, mounts,
 //!   pivot_root, credentials, seccomp, exec;
+//! - [`enter`]: another process in a running container (exec);
 //! - [`Process`]: the running process behind a pidfd, found again after
 //!   an engine restart by pid and start time;
 //! - [`cgroup`]: the container's cgroup, limits, OOM kills, teardown;
@@ -23,7 +24,17 @@ use std::path::PathBuf;
 
 pub use exec::spawn_into_cgroup;
 pub use process::{start_time, Process};
-pub use spawn::{spawn, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION};
+pub use spawn::{enter, spawn, EnterOptions, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION};
+
+/// The master end of a process's terminal, sent on the console socket
+/// given to [`spawn`] or [`enter`]; None if the process failed before
+/// it had one.
+pub fn recv_console(
+    socket: &std::os::fd::OwnedFd,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    sys::recv_fd(socket.as_raw_fd()).map_err(std::io::Error::from)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

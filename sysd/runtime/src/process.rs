@@ -59,6 +59,13 @@ impl Process {
         }
     }
 
+    /// Whether the process still runs (or is a zombie not yet reaped) and
+    /// its pid still names it.
+    pub fn is_alive(&self) -> bool {
+        sys::pidfd_send_signal(self.pidfd.as_raw_fd(), 0).is_ok()
+            && start_time(self.pid) == Some(self.start_time)
+    }
+
     pub fn signal(&self, signal: Signal) -> Result<(), Error> {
         match sys::pidfd_send_signal(self.pidfd.as_raw_fd(), signal as i32) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),

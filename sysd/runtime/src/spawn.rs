@@ -44,6 +44,9 @@ use crate::cgroup::Cgroup;
 use crate::sys::{self, Forked};
 use crate::{Error, Process};
 
+mod enter;
+pub use enter::{enter, EnterOptions};
+
 /// Spec annotation: make the container's own /dev/log a symlink to this
 /// path (the system syslog socket, reached through a directory bind).
 pub const DEV_LOG_ANNOTATION: &str = "io.corral.dev-log";
@@ -83,6 +86,11 @@ pub struct SpawnOptions<'a> {
     /// A directory to keep compiled seccomp filters in, for a process that
     /// starts only one container (a monitor).
     pub seccomp_cache: Option<PathBuf>,
+    /// For a spec with `process.terminal`: a Unix socket on which the
+    /// terminal's master end is sent (see [`crate::recv_console`]), as
+    /// runc's `--console-socket`. The process gets the slave end as its
+    /// stdio and controlling terminal.
+    pub console_socket: Option<OwnedFd>,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -157,6 +165,11 @@ struct Plan {
     _env: Vec<CString>,
     argv_ptrs: Vec<*const c_char>,
     envp_ptrs: Vec<*const c_char>,
+    /// The console socket, when the process gets a terminal.
+    console: Option<RawFd>,
+    /// Entering a running container (exec): its namespaces are joined
+    /// (the mount namespace among them) and nothing is mounted.
+    enter: bool,
 }
 
 // Steps, as the child reports them.
@@ -183,6 +196,10 @@ const STEP_CWD: u32 = 20;
 const STEP_EXEC: u32 = 21;
 const STEP_FDS: u32 = 22;
 const STEP_LOOPBACK: u32 = 23;
+const STEP_TTY: u32 = 24;
+
+/// The container's own pseudo-terminal multiplexer (a link to its devpts).
+const PTMX: &std::ffi::CStr = c"/dev/ptmx";
 
 impl Plan {
     fn describe(&self, step: u32, index: usize) -> String {
@@ -237,6 +254,11 @@ impl Plan {
             ),
             STEP_FDS => "closing descriptors".into(),
             STEP_LOOPBACK => "bringing up the loopback interface".into(),
+            STEP_TTY => match index {
+                0 => "opening a terminal on /dev/ptmx".into(),
+                1 => "sending the terminal to the console socket".into(),
+                _ => "making the terminal the controlling one".into(),
+            },
             _ => format!("step {step}"),
         }
     }
@@ -723,6 +745,8 @@ fn plan(
         _env: envc,
         argv_ptrs,
         envp_ptrs,
+        console: None,
+        enter: false,
     })
 }
 
@@ -813,22 +837,61 @@ fn spawn_in(opts: &SpawnOptions<'_>, cgroup: &Cgroup) -> Result<Process, Error> 
     ];
     let mut plan = plan(opts, stdio, &ns_fds)?;
     plan.loopback_up = ns_flags.contains(CloneFlags::CLONE_NEWNET);
+    plan.console = console_fd(opts.spec, opts.console_socket.as_ref())?;
+    let cgroup_dir = open_cgroup_dir(cgroup.path())?;
+    run(&plan, ns_flags, &cgroup_dir, opts.id)
+}
 
-    let cgroup_dir = nix::fcntl::open(
-        cgroup.path(),
+/// The console socket's descriptor when the process wants a terminal.
+fn console_fd(spec: &Spec, socket: Option<&OwnedFd>) -> Result<Option<RawFd>, Error> {
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    match (terminal, socket) {
+        (false, _) => Ok(None),
+        (true, Some(s)) => Ok(Some(s.as_raw_fd())),
+        (true, None) => Err(invalid(
+            "process.terminal is set but no console socket was given",
+        )),
+    }
+}
+
+fn open_cgroup_dir(path: &Path) -> Result<OwnedFd, Error> {
+    nix::fcntl::open(
+        path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| Error::Cgroup {
-        path: cgroup.path().to_owned(),
+        path: path.to_owned(),
         source: e.into(),
-    })?;
+    })
+}
+
+/// Clones the child into `cgroup_dir` and the new namespaces `ns_flags`,
+/// lets it walk `plan`, and reads how far it got.
+fn run(
+    plan: &Plan,
+    ns_flags: CloneFlags,
+    cgroup_dir: &OwnedFd,
+    id: &str,
+) -> Result<Process, Error> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: nix::Error| Error::Start {
+            id: id.to_owned(),
+            step: what,
+            source: std::io::Error::from(e),
+        }
+    };
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io("making a pipe"))?;
 
     match sys::clone3(ns_flags.bits() as u64, cgroup_dir.as_raw_fd()).map_err(io("clone3"))? {
         Forked::Child => {
             drop(err_r);
-            let (step, index, errno) = child(&plan);
+            let (step, index, errno) = child(plan);
             let mut msg = [0u8; 12];
             msg[..4].copy_from_slice(&step.to_ne_bytes());
             msg[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
@@ -863,7 +926,7 @@ fn spawn_in(opts: &SpawnOptions<'_>, cgroup: &Cgroup) -> Result<Process, Error> 
             let errno = i32::from_ne_bytes(msg[8..].try_into().unwrap_or_default());
             if step == STEP_EXEC {
                 return Err(Error::Exec {
-                    id: opts.id.to_owned(),
+                    id: id.to_owned(),
                     program: plan
                         ._argv
                         .first()
@@ -873,7 +936,7 @@ fn spawn_in(opts: &SpawnOptions<'_>, cgroup: &Cgroup) -> Result<Process, Error> 
                 });
             }
             Err(Error::Start {
-                id: opts.id.to_owned(),
+                id: id.to_owned(),
                 step: plan.describe(step, index as usize),
                 source: std::io::Error::from_raw_os_error(errno),
             })
@@ -901,54 +964,11 @@ fn child(p: &Plan) -> Failure {
             let fd = sys::borrow_fd(*fd);
             nix::sched::setns(fd, *flag).map_err(fail(STEP_SETNS, i))?;
         }
-        if p.new_cgroup_ns {
-            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(fail(STEP_CGROUPNS, 0))?;
+        if !p.enter {
+            setup_root(p)?;
         }
-        nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            p.root_propagation,
-            None::<&str>,
-        )
-        .map_err(fail(STEP_PROPAGATION, 0))?;
-        do_mount(&p.rootfs).map_err(fail(STEP_ROOTFS, 0))?;
-        for (i, m) in p.mounts.iter().enumerate() {
-            do_mount(m).map_err(fail(STEP_MOUNT, i))?;
-        }
-        for (i, d) in p.devices.iter().enumerate() {
-            make_device(d).map_err(fail(STEP_DEVICE, i))?;
-        }
-        for (target, link) in &p.dev_links {
-            let _ =
-                nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str());
-        }
-        nix::unistd::chdir(p.mountpoint.as_c_str()).map_err(fail(STEP_PIVOT, 0))?;
-        nix::unistd::pivot_root(".", ".").map_err(fail(STEP_PIVOT, 0))?;
-        nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(fail(STEP_PIVOT, 0))?;
-        nix::unistd::chdir("/").map_err(fail(STEP_PIVOT, 0))?;
-        for (i, path) in p.masked.iter().enumerate() {
-            mask(path).map_err(fail(STEP_MASK, i))?;
-        }
-        for (i, path) in p.readonly.iter().enumerate() {
-            readonly(path).map_err(fail(STEP_READONLY, i))?;
-        }
-        if p.readonly_root {
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(fail(STEP_ROOT_RO, 0))?;
-        }
-        if let Some(h) = &p.hostname {
-            nix::unistd::sethostname(OsStr::from_bytes(h.as_bytes()))
-                .map_err(fail(STEP_HOSTNAME, 0))?;
-        }
-        if p.loopback_up {
-            sys::loopback_up().map_err(fail(STEP_LOOPBACK, 0))?;
+        if let Some(sock) = p.console {
+            terminal(p, sock)?;
         }
         for (i, (res, soft, hard)) in p.rlimits.iter().enumerate() {
             let lim = libc::rlimit64 {
@@ -1002,6 +1022,78 @@ fn child(p: &Plan) -> Failure {
         }
     }
     (STEP_EXEC, 0, last)
+}
+
+/// Steps 2 (the cgroup namespace) to 4 and the hostname: the new
+/// container's root and mounts. No allocation in here.
+fn setup_root(p: &Plan) -> Result<(), Failure> {
+    let fail = |step: u32, index: usize| move |e: Errno| (step, index, e);
+    if p.new_cgroup_ns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(fail(STEP_CGROUPNS, 0))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        p.root_propagation,
+        None::<&str>,
+    )
+    .map_err(fail(STEP_PROPAGATION, 0))?;
+    do_mount(&p.rootfs).map_err(fail(STEP_ROOTFS, 0))?;
+    for (i, m) in p.mounts.iter().enumerate() {
+        do_mount(m).map_err(fail(STEP_MOUNT, i))?;
+    }
+    for (i, d) in p.devices.iter().enumerate() {
+        make_device(d).map_err(fail(STEP_DEVICE, i))?;
+    }
+    for (target, link) in &p.dev_links {
+        let _ = nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str());
+    }
+    nix::unistd::chdir(p.mountpoint.as_c_str()).map_err(fail(STEP_PIVOT, 0))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail(STEP_PIVOT, 0))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(fail(STEP_PIVOT, 0))?;
+    nix::unistd::chdir("/").map_err(fail(STEP_PIVOT, 0))?;
+    for (i, path) in p.masked.iter().enumerate() {
+        mask(path).map_err(fail(STEP_MASK, i))?;
+    }
+    for (i, path) in p.readonly.iter().enumerate() {
+        readonly(path).map_err(fail(STEP_READONLY, i))?;
+    }
+    if p.readonly_root {
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(fail(STEP_ROOT_RO, 0))?;
+    }
+    if let Some(h) = &p.hostname {
+        nix::unistd::sethostname(OsStr::from_bytes(h.as_bytes()))
+            .map_err(fail(STEP_HOSTNAME, 0))?;
+    }
+    if p.loopback_up {
+        sys::loopback_up().map_err(fail(STEP_LOOPBACK, 0))?;
+    }
+    Ok(())
+}
+
+/// The process's terminal, made inside the container (its own devpts):
+/// the master goes out on the console socket, the slave becomes stdio and
+/// the controlling terminal of the session the child leads.
+fn terminal(p: &Plan, sock: RawFd) -> Result<(), Failure> {
+    let (master, slave) = sys::open_pty(PTMX).map_err(|e| (STEP_TTY, 0, e))?;
+    // Like a login's terminal, the user's own (`mesg`, `script`).
+    let _ = sys::fchown(slave, p.uid);
+    let sent = sys::send_fd(sock, master);
+    sys::close(master);
+    sent.map_err(|e| (STEP_TTY, 1, e))?;
+    for i in 0..3 {
+        sys::dup2(slave, i).map_err(|e| (STEP_TTY, 2, e))?;
+    }
+    sys::close(slave);
+    sys::set_controlling_tty(0).map_err(|e| (STEP_TTY, 2, e))
 }
 
 fn install_seccomp(p: &Plan) -> Result<(), Failure> {

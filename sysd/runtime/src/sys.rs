@@ -280,3 +280,125 @@ pub(crate) fn setrlimit(resource: c_int, limit: &libc::rlimit64) -> Result<(), E
     // SAFETY: `limit` is a valid rlimit64 for the call's duration.
     Errno::result(unsafe { libc::setrlimit64(resource as _, limit) }).map(drop)
 }
+
+/// A new pseudo-terminal from the multiplexer at `ptmx` (the
+/// container's own `/dev/ptmx`): (master, slave), both close-on-exec, the
+/// slave opened through the master (TIOCGPTPEER) so that no path under
+/// `/dev/pts` has to be looked up. As runc does, the pair is made inside
+/// the container, so that the terminal's name there is its own.
+pub(crate) fn open_pty(ptmx: &CStr) -> Result<(RawFd, RawFd), Errno> {
+    // SAFETY: open with a valid C string.
+    let master = unsafe {
+        libc::open(
+            ptmx.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if master < 0 {
+        return Err(Errno::last());
+    }
+    let unlock: c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to an int.
+    let r = unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock as *const c_int) };
+    if r < 0 {
+        let e = Errno::last();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(master) };
+        return Err(e);
+    }
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
+    let slave = unsafe {
+        libc::ioctl(
+            master,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        let e = Errno::last();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(master) };
+        return Err(e);
+    }
+    Ok((master, slave))
+}
+
+/// Makes the terminal on `fd` the session's controlling terminal.
+pub(crate) fn set_controlling_tty(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an int argument by value.
+    Errno::result(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+pub(crate) fn fchown(fd: RawFd, uid: u32) -> Result<(), Errno> {
+    // SAFETY: plain syscall; gid -1 leaves the group alone.
+    Errno::result(unsafe { libc::fchown(fd, uid, u32::MAX) }).map(drop)
+}
+
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and does not use it again.
+    unsafe { libc::close(fd) };
+}
+
+/// Sends one descriptor over a Unix socket (SCM_RIGHTS) without
+/// allocating: the control buffer is on the stack.
+pub(crate) fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), Errno> {
+    #[repr(C)]
+    union Control {
+        buf: [u8; 64],
+        _align: libc::cmsghdr,
+    }
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = Control { buf: [0; 64] };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
+    // SAFETY: a zeroed msghdr is valid; the pointers set below point at
+    // locals that outlive the sendmsg call, and `space` fits the buffer.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        Errno::result(libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)).map(drop)
+    }
+}
+
+/// Joins the namespace behind `fd` for the calling thread only (a pid
+/// namespace applies to the thread's future children).
+pub(crate) fn setns_thread(fd: RawFd, nstype: c_int) -> Result<(), Errno> {
+    // SAFETY: plain syscall on a descriptor the caller holds.
+    Errno::result(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
+/// Receives the descriptor a child sent with [`send_fd`]; Ok(None) when
+/// the socket closed without one (the child failed before).
+pub(crate) fn recv_fd(sock: RawFd) -> Result<Option<OwnedFd>, Errno> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS installed a new descriptor we now own.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Ok(None)
+}

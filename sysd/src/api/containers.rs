@@ -1,5 +1,6 @@
 //! `/containers/...`: list, create, inspect, the lifecycle (start, stop,
-//! restart, kill, wait, remove), logs and attach.
+//! restart, kill, wait, remove); logs, attach and resize are in
+//! [`super::attach`], exec in [`super::exec`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,13 +18,11 @@ use corral_config::ServiceDef;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 use super::networks;
-use super::streams::{self, frame};
+use super::streams;
 use super::{flag, json_response, parse_query, read_body, ApiError, ApiResult, Query};
 use crate::engine::{Engine, Snapshot};
-use crate::logs::{Entry, Stream};
 use crate::network::Bridge;
 use crate::state::{RunState, Status};
 
@@ -36,7 +35,8 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
         (method, [reference, action @ ..]) => {
             let id = engine.resolve(reference)?;
             match (&method, action) {
-                (&Method::POST, ["attach"]) => attach(engine, req, &id, &q),
+                (&Method::POST, ["attach"]) => super::attach::attach(engine, req, &id, &q),
+                (&Method::POST, ["exec"]) => super::exec::create(engine, req, &id).await,
                 _ => container_action(engine, &method, &id, action, &q).await,
             }
         }
@@ -117,7 +117,8 @@ async fn container_action(
             Ok(super::empty(204))
         }
         (&Method::POST, ["wait"]) => wait(engine, id, q),
-        (&Method::GET, ["logs"]) => logs(engine, id, q),
+        (&Method::GET, ["logs"]) => super::attach::logs(engine, id, q),
+        (&Method::POST, ["resize"]) => super::attach::resize(engine, id, q),
         (&Method::DELETE, []) => {
             if flag(q, "link") {
                 return Err(ApiError::bad(
@@ -131,8 +132,8 @@ async fn container_action(
         }
         (_, [action])
             if [
-                "exec", "top", "stats", "archive", "resize", "rename", "pause", "unpause",
-                "export", "changes", "update",
+                "top", "stats", "archive", "rename", "pause", "unpause", "export", "changes",
+                "update",
             ]
             .contains(action) =>
         {
@@ -202,125 +203,6 @@ pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, ApiError> {
         format!("SIG{upper}")
     };
     nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
-}
-
-fn streams_wanted(q: &Query) -> Result<impl Fn(&Entry) -> bool + Clone, ApiError> {
-    let stdout = flag(q, "stdout");
-    let stderr = flag(q, "stderr");
-    if !stdout && !stderr {
-        return Err(ApiError::bad(
-            "you must choose at least one stream (stdout=1 and/or stderr=1)",
-        ));
-    }
-    Ok(move |e: &Entry| match e.stream {
-        Stream::Stdout => stdout,
-        Stream::Stderr => stderr,
-    })
-}
-
-fn logs(engine: &Arc<Engine>, id: &str, q: &Query) -> ApiResult {
-    let wanted = streams_wanted(q)?;
-    let tail = match q.get("tail").map(String::as_str) {
-        None | Some("all") | Some("") => None,
-        Some(n) => Some(
-            n.parse::<usize>()
-                .map_err(|_| ApiError::bad(format!("tail={n:?} is not a number or \"all\"")))?,
-        ),
-    };
-    for key in ["since", "until"] {
-        if let Some(v) = q.get(key).filter(|v| !v.is_empty() && *v != "0") {
-            return Err(ApiError::bad(format!(
-                "{key}={v}: logs --{key} is not supported by this engine yet"
-            )));
-        }
-    }
-    let follow = flag(q, "follow");
-    let timestamps = flag(q, "timestamps");
-    let (history, live, exits) = engine.logs(id, tail, follow)?;
-    let mut head = Vec::new();
-    for e in history.iter().filter(|e| wanted(e)) {
-        head.extend_from_slice(&frame(e, timestamps));
-    }
-    let (Some(live), Some(exits)) = (live, exits) else {
-        let mut r = hyper::Response::new(super::full(head));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static(streams::RAW_STREAM),
-        );
-        return Ok(r);
-    };
-    let mut follow = streams::Follow::new(live, exits);
-    Ok(streams::later(
-        streams::RAW_STREAM,
-        move |mut tx| async move {
-            if tx.send_data(head.into()).await.is_err() {
-                return;
-            }
-            while let Some(e) = follow.next().await {
-                if wanted(&e) && tx.send_data(frame(&e, timestamps)).await.is_err() {
-                    return;
-                }
-            }
-        },
-    ))
-}
-
-/// `attach`: the container's output, framed, on the hijacked connection
-/// from now until its next exit (what `docker run` without `-d` reads; it
-/// attaches before it starts the container). `logs=1` sends what it
-/// printed before first. Input is not taken: create refuses `-i`.
-fn attach(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Query) -> ApiResult {
-    if flag(q, "stdin") && !flag(q, "stdout") && !flag(q, "stderr") {
-        return Err(ApiError::bad(
-            "stdin=1: input is not supported by this engine yet",
-        ));
-    }
-    let wanted = streams_wanted(q)?;
-    let stream = flag(q, "stream");
-    let history = if flag(q, "logs") {
-        engine.logs(id, None, false)?.0
-    } else {
-        Vec::new()
-    };
-    let (live, exits) = engine.subscribe(id)?;
-    let mut follow = streams::Follow::new(live, exits);
-    if !streams::wants_upgrade(&req) {
-        // A plain request: the output as a streamed body.
-        let head: Vec<u8> = history
-            .iter()
-            .filter(|e| wanted(e))
-            .flat_map(|e| frame(e, false).to_vec())
-            .collect();
-        return Ok(streams::later(
-            streams::RAW_STREAM,
-            move |mut tx| async move {
-                if tx.send_data(head.into()).await.is_err() || !stream {
-                    return;
-                }
-                while let Some(e) = follow.next().await {
-                    if wanted(&e) && tx.send_data(frame(&e, false)).await.is_err() {
-                        return;
-                    }
-                }
-            },
-        ));
-    }
-    Ok(streams::hijack(req, move |mut io| async move {
-        for e in history.iter().filter(|e| wanted(e)) {
-            if io.write_all(&frame(e, false)).await.is_err() {
-                return;
-            }
-        }
-        if stream {
-            while let Some(e) = follow.next().await {
-                if wanted(&e) && io.write_all(&frame(&e, false)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = io.flush().await;
-        let _ = io.shutdown().await;
-    }))
 }
 
 // What the listing and inspect show.
@@ -696,10 +578,13 @@ fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>) -> Value {
                 .map(|p| p.cwd().to_string_lossy().into_owned()),
             user: Some(d.user.clone().unwrap_or_default()),
             labels: Some(labels(snap)),
-            tty: Some(false),
-            open_stdin: Some(false),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
+            tty: Some(r.api.tty),
+            open_stdin: Some(r.api.open_stdin),
+            stdin_once: Some(r.api.stdin_once),
+            // A service's output is its log; nobody attached at create.
+            attach_stdin: Some(r.api.attach[0]),
+            attach_stdout: Some(r.service || r.api.attach[1]),
+            attach_stderr: Some(r.service || r.api.attach[2]),
             stop_timeout: Some(d.stop_timeout().as_secs() as i64),
             exposed_ports: Some(r.api.exposed_ports.clone()),
             ..Default::default()

@@ -26,8 +26,13 @@ use crate::state::ApiFields;
 const SUPPORTED: &[&str] = &[
     "Hostname",
     "User",
+    "AttachStdin",
     "AttachStdout",
     "AttachStderr",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "HostConfig.ConsoleSize",
     "Env",
     "Cmd",
     "Entrypoint",
@@ -74,19 +79,6 @@ fn client_default(path: &str, v: &Value) -> bool {
 
 /// What the unsupported fields a user is likeliest to hit are for.
 const WHY: &[(&str, &str)] = &[
-    ("Tty", "a terminal (-t) is not supported by this engine yet"),
-    (
-        "OpenStdin",
-        "input (-i) is not supported by this engine yet",
-    ),
-    (
-        "AttachStdin",
-        "input (-i) is not supported by this engine yet",
-    ),
-    (
-        "StdinOnce",
-        "input (-i) is not supported by this engine yet",
-    ),
     (
         "HostConfig.Mounts",
         "--mount is not supported by this engine yet (use -v)",
@@ -272,6 +264,14 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
     let mut fields = ApiFields {
         labels: body.labels.unwrap_or_default().into_iter().collect(),
         exposed_ports: body.exposed_ports.unwrap_or_default(),
+        tty: body.tty.unwrap_or(false),
+        open_stdin: body.open_stdin.unwrap_or(false),
+        stdin_once: body.stdin_once.unwrap_or(false),
+        attach: [
+            body.attach_stdin.unwrap_or(false),
+            body.attach_stdout.unwrap_or(false),
+            body.attach_stderr.unwrap_or(false),
+        ],
         ..Default::default()
     };
     for p in &fields.exposed_ports {
@@ -280,6 +280,13 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
     fields.network.mode = Mode::Bridge;
     if let Some(h) = body.host_config {
         fields.auto_remove = h.auto_remove.unwrap_or(false);
+        fields.console_size = match h.console_size.as_deref() {
+            Some([rows, cols]) if *rows > 0 && *cols > 0 => Some((
+                field("HostConfig.ConsoleSize", u16::try_from(*rows))?,
+                field("HostConfig.ConsoleSize", u16::try_from(*cols))?,
+            )),
+            _ => None,
+        };
         host_config(h, &mut def, &mut fields, &mut warnings)?;
     }
     if let Some(endpoints) = body.networking_config.and_then(|n| n.endpoints_config) {
@@ -770,8 +777,11 @@ mod tests {
     fn unsupported_flags_are_named_with_their_value() {
         for (change, needle) in [
             (
-                ("\"Tty\":false", "\"Tty\":true"),
-                "Tty: true: a terminal (-t)",
+                (
+                    "\"Ulimits\":null",
+                    "\"Ulimits\":[{\"Name\":\"nofile\",\"Soft\":1,\"Hard\":2}]",
+                ),
+                "--ulimit is not supported",
             ),
             (
                 ("\"KernelMemory\":0", "\"KernelMemory\":1048576"),
@@ -792,6 +802,22 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.message.contains(needle), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn a_terminal_and_input_are_recorded() {
+        let body = CLI_BODY
+            .replacen("\"Tty\":false", "\"Tty\":true", 1)
+            .replacen("\"OpenStdin\":false", "\"OpenStdin\":true", 1)
+            .replacen("\"StdinOnce\":false", "\"StdinOnce\":true", 1)
+            .replacen("\"AttachStdin\":false", "\"AttachStdin\":true", 1)
+            .replacen("\"ConsoleSize\":[0,0]", "\"ConsoleSize\":[24,80]", 1);
+        let f = parse(body.as_bytes()).unwrap().fields;
+        assert!(f.tty && f.open_stdin && f.stdin_once);
+        assert_eq!(f.attach, [true, true, true]);
+        assert_eq!(f.console_size, Some((24, 80)));
+        let plain = parse(CLI_BODY.as_bytes()).unwrap().fields;
+        assert!(!plain.tty && !plain.open_stdin && plain.console_size.is_none());
     }
 
     #[test]

@@ -16,9 +16,11 @@
 //! Content-Type exactly `application/json` (with a `charset` suffix the
 //! CLI prints the raw JSON); no request can take the daemon down.
 
+pub mod attach;
 mod config;
 pub mod containers;
 pub mod create;
+mod exec;
 mod images;
 mod networks;
 pub mod streams;
@@ -266,6 +268,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
             .unwrap_or_else(|| Err(not_found())),
         Some("containers") => containers::route(engine, req, &parts[1..]).await,
         Some("images") => images::route(engine, req, &parts[1..]).await,
+        Some("exec") => exec::route(engine, req, &parts[1..]).await,
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
         Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
@@ -278,7 +281,6 @@ const NOT_YET: &[&str] = &[
     "volumes",
     "networks",
     "events",
-    "exec",
     "build",
     "plugins",
     "swarm",

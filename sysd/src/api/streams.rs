@@ -8,7 +8,6 @@ use std::future::Future;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -18,17 +17,17 @@ use super::Body;
 use crate::logs::{Entry, Stream};
 
 /// A container's output from now until its next exit: what `logs -f`
-/// and `attach` send. The engine announces an exit only once the log is
+/// (log entries) and `attach` (raw chunks) send. The engine announces an exit only once the log is
 /// complete, so what came with the exit is read after it, then the end.
-pub struct Follow {
-    live: tokio::sync::broadcast::Receiver<Entry>,
+pub struct Follow<T> {
+    live: tokio::sync::broadcast::Receiver<T>,
     exits: tokio::sync::watch::Receiver<u64>,
     exited: bool,
 }
 
-impl Follow {
+impl<T: Clone> Follow<T> {
     pub fn new(
-        live: tokio::sync::broadcast::Receiver<Entry>,
+        live: tokio::sync::broadcast::Receiver<T>,
         exits: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Self {
@@ -39,7 +38,7 @@ impl Follow {
     }
 
     /// The next entry; None after the exit (or if the container is gone).
-    pub async fn next(&mut self) -> Option<Entry> {
+    pub async fn next(&mut self) -> Option<T> {
         use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         loop {
             if self.exited {
@@ -121,8 +120,9 @@ pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
 /// and `exec start` (a 200 makes the CLI fail with "unable to upgrade to
 /// tcp"), and runs `session` on the raw connection once hyper has handed
 /// it over.
-pub fn hijack<F, Fut>(req: Request<Incoming>, session: F) -> Response<Body>
+pub fn hijack<B, F, Fut>(req: Request<B>, session: F) -> Response<Body>
 where
+    B: Send + 'static,
     F: FnOnce(Hijacked) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -149,7 +149,7 @@ where
 
 /// Whether the client asked for a hijack (`Upgrade: tcp`). Without it
 /// (an old client, curl) attach answers as a plain streamed 200.
-pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())

@@ -128,6 +128,7 @@ impl Engine {
                 exits: watch::channel(0).0,
                 removed: watch::channel(None).0,
                 logs: broadcast::channel(256).0,
+                output: broadcast::channel(1024).0,
                 record,
             };
             // What ended while no engine ran gets its restart policy now;

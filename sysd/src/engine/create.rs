@@ -88,6 +88,9 @@ impl Engine {
         )
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let mut api = api;
+        if api.tty {
+            terminal_spec(&mut spec);
+        }
         let image_exposed = image_config.exposed_ports().clone().unwrap_or_default();
         self.plan_network(&id, &mut api, &mut spec, &image_exposed, warnings)?;
         for p in image_exposed {
@@ -158,6 +161,7 @@ impl Engine {
             exits: watch::channel(0).0,
             removed: watch::channel(None).0,
             logs: broadcast::channel(256).0,
+            output: broadcast::channel(1024).0,
         };
         self.lock().containers.insert(id.clone(), container);
         info!("created container {name} ({}) from {}", &id[..12], image.id);
@@ -169,7 +173,7 @@ impl Engine {
     pub(super) fn prepare_run_dir(&self, id: &str) -> std::io::Result<()> {
         let run_dir = self.run_dir(id);
         std::fs::create_dir_all(run_dir.join("rootfs"))?;
-        for stream in ["stdout", "stderr"] {
+        for stream in crate::monitor::FIFOS {
             match nix::unistd::mkfifo(
                 &run_dir.join(stream),
                 nix::sys::stat::Mode::from_bits_truncate(0o600),
@@ -179,5 +183,19 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A process with a terminal, and `TERM` for it unless given (Docker
+/// sets `xterm`, so that programs know what the client renders).
+pub(super) fn terminal_spec(spec: &mut oci_spec::runtime::Spec) {
+    if let Some(mut process) = spec.process().clone() {
+        process.set_terminal(Some(true));
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|kv| kv.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
+        spec.set_process(Some(process));
     }
 }

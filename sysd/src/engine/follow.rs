@@ -77,7 +77,10 @@ impl Engine {
         let mut writer =
             LogWriter::new(self.log_path(&id), self.cfg.log_max_size, self.cfg.log_keep);
         let sender = match self.lock().containers.get(&id) {
-            Some(c) => c.logs.clone(),
+            Some(c) => Senders {
+                logs: c.logs.clone(),
+                output: c.output.clone(),
+            },
             None => return,
         };
         let mut buf = vec![0u8; 16 << 10];
@@ -102,7 +105,7 @@ impl Engine {
                 }
                 if let Ok(entries) = writer.flush_partial() {
                     for e in entries {
-                        let _ = sender.send(e);
+                        let _ = sender.logs.send(e);
                     }
                 }
                 return;
@@ -111,13 +114,20 @@ impl Engine {
     }
 }
 
+/// Where what is read goes: lines to the log's followers, chunks to
+/// attached clients.
+struct Senders {
+    logs: broadcast::Sender<Entry>,
+    output: broadcast::Sender<super::Chunk>,
+}
+
 /// Reads what is there; true at end of file (no writer left).
 fn drain(
     guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::fs::File>,
     buf: &mut [u8],
     stream: Stream,
     writer: &mut LogWriter,
-    sender: &broadcast::Sender<Entry>,
+    sender: &Senders,
 ) -> bool {
     let fd = guard.get_inner();
     match read_all(fd, buf, stream, writer, sender) {
@@ -142,7 +152,7 @@ fn read_all(
     buf: &mut [u8],
     stream: Stream,
     writer: &mut LogWriter,
-    sender: &broadcast::Sender<Entry>,
+    sender: &Senders,
 ) -> Drained {
     use std::io::Read;
     let mut f = f;
@@ -151,8 +161,11 @@ fn read_all(
             Ok(0) => return Drained::Eof,
             Ok(n) => match writer.feed(stream, &buf[..n]) {
                 Ok(entries) => {
+                    let _ = sender
+                        .output
+                        .send((stream, bytes::Bytes::copy_from_slice(&buf[..n])));
                     for e in entries {
-                        let _ = sender.send(e);
+                        let _ = sender.logs.send(e);
                     }
                 }
                 Err(e) => warn!("writing a container log: {e}"),

@@ -32,9 +32,12 @@ use tokio::sync::{broadcast, watch};
 
 mod adopt;
 mod create;
+mod exec;
 mod follow;
 mod lifecycle;
 mod net;
+
+pub use exec::{Exec, ExecConfig, ExecState, ExecStreams, StartFailure};
 
 use crate::logs::{self, Entry};
 use crate::restart::{Backoff, Decision, Exit};
@@ -69,6 +72,8 @@ pub enum EngineError {
     NoSuchContainer(String),
     #[error("no such image: {0}")]
     NoSuchImage(String),
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -83,7 +88,7 @@ impl EngineError {
     /// The HTTP status the API answers with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoSuchContainer(_) | Self::NoSuchImage(_) => 404,
+            Self::NoSuchContainer(_) | Self::NoSuchImage(_) | Self::NoSuchExec(_) => 404,
             Self::Conflict(_) => 409,
             Self::NotModified(_) => 304,
             Self::Invalid(_) => 400,
@@ -148,7 +153,13 @@ struct Container {
     /// Set at removal, to the last exit code.
     removed: watch::Sender<Option<i64>>,
     logs: broadcast::Sender<Entry>,
+    /// The output as it is read, for attached clients (a prompt without
+    /// a newline reaches them at once; the log waits for the line).
+    output: broadcast::Sender<Chunk>,
 }
+
+/// Output as read from a FIFO.
+pub type Chunk = (crate::logs::Stream, bytes::Bytes);
 
 struct Inner {
     containers: BTreeMap<String, Container>,
@@ -159,6 +170,8 @@ pub struct Engine {
     images: Arc<Store>,
     states: StateDir,
     inner: Mutex<Inner>,
+    /// `docker exec` instances, by id.
+    execs: Mutex<BTreeMap<String, Arc<Exec>>>,
 }
 
 /// A fresh random container id: 64 hex digits, as Docker's.
@@ -202,6 +215,7 @@ impl Engine {
             inner: Mutex::new(Inner {
                 containers: BTreeMap::new(),
             }),
+            execs: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -258,7 +272,7 @@ impl Engine {
 
     /// Starts a created or exited container.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
-        let (layers, name, generation) = {
+        let (layers, name, generation, tty, stdin, size) = {
             let mut inner = self.lock();
             let c = inner
                 .containers
@@ -273,7 +287,14 @@ impl Engine {
             c.stopping = false;
             c.record.stopped_by_hand = false;
             c.generation += 1;
-            (c.layers.clone(), c.record.name.clone(), c.generation)
+            (
+                c.layers.clone(),
+                c.record.name.clone(),
+                c.generation,
+                c.record.api.tty,
+                c.record.api.open_stdin,
+                c.record.api.console_size,
+            )
         };
         if self
             .lock()
@@ -303,6 +324,9 @@ impl Engine {
             cgroup_root: self.cfg.cgroup_root.clone(),
             cgroup: crate::role::cgroup_path(&self.cfg.cgroup_parent, crate::monitor::CGROUP),
             seccomp_cache: self.cfg.run_root.join("seccomp"),
+            tty,
+            stdin,
+            size,
         };
         if let Err(e) = self.network_up(id).await {
             if let Some(c) = self.lock().containers.get_mut(id) {
@@ -537,7 +561,7 @@ impl Engine {
     pub fn subscribe(
         &self,
         id: &str,
-    ) -> Result<(broadcast::Receiver<Entry>, watch::Receiver<u64>)> {
+    ) -> Result<(broadcast::Receiver<Chunk>, watch::Receiver<u64>)> {
         let inner = self.lock();
         let c = inner
             .containers
@@ -545,7 +569,84 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
         let mut exits = c.exits.subscribe();
         exits.borrow_and_update();
-        Ok((c.logs.subscribe(), exits))
+        Ok((c.output.subscribe(), exits))
+    }
+
+    /// The writing end of the container's input (`-i`), for an attached
+    /// client. Opened read-write, so it opens whether or not the container
+    /// runs yet (`docker run -i` attaches before it starts).
+    pub fn open_input(&self, id: &str) -> Result<tokio::net::unix::pipe::Sender> {
+        let name = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if !c.record.api.open_stdin {
+                return Err(EngineError::Conflict(format!(
+                    "container {} was not created with its input open (-i)",
+                    c.record.name
+                )));
+            }
+            c.record.name.clone()
+        };
+        let path = self.run_dir(id).join("stdin");
+        tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&path)
+            .map_err(|e| internal(format!("opening the input of {name}: {e}")))
+    }
+
+    /// Ends the container's input (`StdinOnce`: the attached client's
+    /// ended), keeping `sink` open until the container runs: data in a
+    /// FIFO nobody has open is dropped, and `docker run -i` can finish
+    /// writing before the container has started.
+    pub async fn close_input(&self, id: &str, sink: tokio::net::unix::pipe::Sender) {
+        let mut exits = match self.lock().containers.get(id) {
+            Some(c) => c.exits.subscribe(),
+            None => return,
+        };
+        loop {
+            match self.lock().containers.get(id) {
+                Some(c) if c.process.is_some() => break,
+                Some(c) if c.record.state.status == Status::Created => {}
+                // Ended or gone: nobody to tell.
+                _ => return,
+            }
+            // Started or ended meanwhile, or look again in a while.
+            let _ = tokio::time::timeout(Duration::from_millis(100), exits.changed()).await;
+        }
+        drop(sink);
+        let _ = self.control(id, &crate::monitor::relay::Control::CloseStdin);
+    }
+
+    /// Sends a request to the container's monitor (a window size, the end
+    /// of input).
+    pub fn control(&self, id: &str, request: &crate::monitor::relay::Control) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_none() {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is not running",
+                    c.record.name
+                )));
+            }
+            c.record.name.clone()
+        };
+        // Non-blocking: no monitor reading (it has just ended) is an
+        // error, not a hang. One short line is written whole.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.run_dir(id).join("ctl"))
+            .and_then(|mut f| f.write_all(request.line().as_bytes()))
+            .map_err(|e| EngineError::Conflict(format!("container {name} is not running: {e}")))
     }
 
     /// The names of containers and whether each is running, for the
