@@ -99,6 +99,40 @@ impl Docker {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// A command fed `input` on its stdin (a pipe, not a terminal).
+    fn piped(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the docker client runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A command on a terminal of `rows` x `cols`, driven by `steps`
+    /// (see pty-drive.py: send, expect, resize), as typed at a keyboard.
+    fn on_terminal(&self, rows: u16, cols: u16, steps: &[&str], args: &[&str]) -> Output {
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pty-drive.py");
+        let mut c = Command::new("python3");
+        c.arg(driver)
+            .arg(rows.to_string())
+            .arg(cols.to_string())
+            .args(steps)
+            .arg("--")
+            .arg(&self.bin)
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config)
+            .env("PATH", &self.path)
+            .env("PTY_TIMEOUT", DOCKER.as_secs().to_string())
+            .stdin(Stdio::null());
+        c.output().expect("python3 runs the terminal driver")
+    }
+
     /// Retries until the engine answers (it starts after sshd).
     fn wait_ready(&self, vm: &Vm, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -144,7 +178,7 @@ fn test_image(dir: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static on the host");
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "ps", "tail", "head", "id", "hostname", "test",
-        "httpd", "wget", "ip", "grep",
+        "httpd", "wget", "ip", "grep", "stty", "tty",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -314,6 +348,55 @@ fn docker_cli_over_ssh() {
     );
     let o = docker.run(&["run", "--rm", "--no-such-flag", "corral-test:1"]);
     assert_eq!(code(&o), Some(125), "{}", text(&o));
+    // -i: piped input reaches the container, and its end ends it.
+    let o = docker.piped(
+        &["run", "--rm", "-i", "corral-test:1", "cat"],
+        b"piped in\nand more\n",
+    );
+    assert_eq!(code(&o), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped in\nand more\n");
+    // -it: a real terminal, of the client's size and following its
+    // resizes (which the CLI sends on its own connection, so the shell
+    // waits for them), job control, Ctrl-C reaching the process.
+    const SIZED: &str =
+        "send:until [ \"$(stty size)\" = \"20 70\" ]; do sleep 1; done; echo size=$((6*7))\\n";
+    const RESIZED: &str =
+        "send:until [ \"$(stty size)\" = \"30 90\" ]; do sleep 1; done; echo resized=$((6*7))\\n";
+    let o = docker.on_terminal(
+        20,
+        70,
+        &[
+            "expect:# ",
+            SIZED,
+            "expect:size=42\\r\\n",
+            "resize:30:90",
+            RESIZED,
+            "expect:resized=42\\r\\n",
+            "send:tty; sh -c 'echo started; sleep 100'\\n",
+            "expect:started\\r\\n",
+            "send:\\x03",
+            "send:echo rc=$?\\n",
+            "expect:rc=130",
+            "send:exit 5\\n",
+        ],
+        &["run", "-it", "--rm", "corral-test:1", "sh"],
+    );
+    assert_eq!(code(&o), Some(5), "{}", vm.fail(text(&o)));
+    assert!(text(&o).contains("/dev/pts/0"), "{}", text(&o));
+    // Ctrl-P Ctrl-Q leaves it running.
+    let o = docker.on_terminal(
+        24,
+        80,
+        &["expect:# ", "send:\\x10\\x11"],
+        &["run", "-it", "--name", "detached", "corral-test:1", "sh"],
+    );
+    assert_eq!(code(&o), Some(0), "{}", text(&o));
+    let state = docker.ok(
+        &vm,
+        &["inspect", "--format", "{{.State.Status}}", "detached"],
+    );
+    assert_eq!(state.trim(), "running", "{}", text(&o));
+    docker.ok(&vm, &["rm", "-f", "detached"]);
     // --rm removed every one of them.
     let all = docker.ok(&vm, &["ps", "-a", "-q"]);
     assert_eq!(all.trim(), "", "{all}");
@@ -338,9 +421,9 @@ fn docker_cli_over_ssh() {
         "{}",
         text(&o)
     );
-    let o = docker.run(&["volume", "ls"]);
+    let o = docker.run(&["network", "ls"]);
     assert!(
-        !o.status.success() && text(&o).contains("/volumes is not supported by this engine yet"),
+        !o.status.success() && text(&o).contains("/networks is not supported by this engine yet"),
         "{}",
         text(&o)
     );
@@ -515,6 +598,24 @@ fn docker_cli_over_ssh() {
     let pid = docker.ok(&vm, &["inspect", "--format", "{{.State.Pid}}", "ticker"]);
     let tail = docker.ok(&vm, &["logs", "--tail", "2", "ticker"]);
     assert_eq!(tail.lines().count(), 2, "{tail}");
+    // -f follows until interrupted; --since keeps only what is recent.
+    let mut follow = docker.command(&["logs", "-f", "--tail", "1", "ticker"]);
+    follow.stdout(Stdio::piped());
+    let child = follow.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    // `timeout` passes SIGTERM on to the client (a SIGKILL would leave
+    // the client running, holding the pipe).
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let followed = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    assert!(followed.lines().count() >= 3, "logs -f: {followed}");
+    let all = docker.ok(&vm, &["logs", "ticker"]);
+    let recent = docker.ok(&vm, &["logs", "--since", "4s", "ticker"]);
+    assert!(
+        !recent.is_empty() && recent.lines().count() < all.lines().count(),
+        "--since 4s: {recent}"
+    );
     ssh_ok(
         &vm,
         &key,
@@ -541,6 +642,52 @@ fn docker_cli_over_ssh() {
         .map_err(|e| vm.fail(format!("no page after the engine's restart: {e}")))
         .unwrap();
     assert_eq!(page, "served from a container\n");
+    // exec: output and exit codes, the container's namespaces, -it.
+    let o = docker.run(&[
+        "exec",
+        "-e",
+        "X=from-exec",
+        "web",
+        "sh",
+        "-c",
+        "echo $X $(hostname); ps -o args | grep -c '[h]ttpd'; exit 4",
+    ]);
+    assert_eq!(code(&o), Some(4), "{}", text(&o));
+    let short_id = docker.ok(&vm, &["inspect", "--format", "{{slice .Id 0 12}}", "web"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("from-exec {}\n1\n", short_id.trim())
+    );
+    let o = docker.run(&["exec", "web", "no-such-command"]);
+    assert_eq!(code(&o), Some(127), "{}", text(&o));
+    assert!(
+        text(&o).contains("executable file not found"),
+        "{}",
+        text(&o)
+    );
+    let o = docker.on_terminal(
+        20,
+        70,
+        &["expect:# ", SIZED, "expect:size=42\\r\\n", "send:exit 6\\n"],
+        &["exec", "-it", "web", "sh"],
+    );
+    assert_eq!(code(&o), Some(6), "{}", text(&o));
+    docker.ok(
+        &vm,
+        &[
+            "exec",
+            "-d",
+            "web",
+            "sh",
+            "-c",
+            "echo detached > /tmp/exec-d",
+        ],
+    );
+    let o = docker.ok(
+        &vm,
+        &["exec", "web", "sh", "-c", "sleep 1; cat /tmp/exec-d"],
+    );
+    assert_eq!(o, "detached\n");
     docker.ok(&vm, &["restart", "-t", "1", "web"]);
     let page = http_get(web_port, Duration::from_secs(60))
         .map_err(|e| vm.fail(format!("no page after docker restart web: {e}")))
@@ -658,6 +805,86 @@ fn docker_cli_over_ssh() {
         o.stderr
     );
 
+    // Named volumes: kept across rm (and the reboot below), read-only
+    // when asked, refused removal while in use; an anonymous one goes
+    // with `rm -v`; --tmpfs.
+    docker.ok(&vm, &["volume", "create", "--label", "k=v", "keep"]);
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ],
+    );
+    let o = docker.ok(
+        &vm,
+        &[
+            "run", "--rm", "-v", "keep:/data:ro", "--tmpfs", "/scratch:size=1m", "corral-test:1",
+            "sh", "-c",
+            "cat /data/f; (echo x > /data/g) 2>/dev/null || echo ro; grep -c ' /scratch tmpfs' /proc/mounts",
+        ],
+    );
+    assert_eq!(o, "kept\nro\n1\n");
+    let ls = docker.ok(
+        &vm,
+        &[
+            "volume",
+            "ls",
+            "--filter",
+            "label=k=v",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+        ],
+    );
+    assert_eq!(ls.trim(), "keep local");
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "user",
+            "-v",
+            "keep:/data",
+            "corral-test:1",
+            "sleep",
+            "1000",
+        ],
+    );
+    let o = docker.run(&["volume", "rm", "keep"]);
+    assert!(
+        !o.status.success() && text(&o).contains("volume is in use"),
+        "{}",
+        text(&o)
+    );
+    docker.ok(&vm, &["rm", "-f", "user"]);
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "--name",
+            "anon",
+            "-v",
+            "/scratch",
+            "corral-test:1",
+            "echo",
+        ],
+    );
+    let anon = docker.ok(
+        &vm,
+        &["inspect", "--format", "{{(index .Mounts 0).Name}}", "anon"],
+    );
+    assert_eq!(anon.trim().len(), 64, "{anon}");
+    docker.ok(&vm, &["rm", "-v", "anon"]);
+    let ls = docker.ok(&vm, &["volume", "ls", "-q"]);
+    assert_eq!(ls.trim(), "keep", "{ls}");
+
     // Across a reboot: the image and the containers are on the state
     // disk; `always` comes back, an `unless-stopped` stopped by hand stays
     // stopped.
@@ -699,5 +926,19 @@ fn docker_cli_over_ssh() {
     assert!(ps.lines().any(|l| l == "stopper exited"), "{ps}");
     let images = docker.ok(&vm, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == "corral-test:1"), "{images}");
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data",
+            "corral-test:1",
+            "cat",
+            "/data/f",
+        ],
+    );
+    assert_eq!(o, "kept\n", "the volume across the reboot");
+    docker.ok(&vm, &["volume", "rm", "keep"]);
     vm.poweroff(EXIT).or_fail();
 }

@@ -25,3 +25,4 @@ pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod sysconfig;
+pub mod volumes;

@@ -98,9 +98,37 @@ pub struct ApiFields {
     /// `AttachStdin/Stdout/Stderr` as created, shown by inspect.
     #[serde(default)]
     pub attach: [bool; 3],
+    /// Named and anonymous volumes (`-v NAME:/path`, `--mount
+    /// type=volume`, `-v /path`); anonymous ones are named at create.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// `--tmpfs`, `--mount type=tmpfs`.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsMount>,
     /// The terminal's first size (rows, columns), when the client sent it.
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+}
+
+/// A volume mounted into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Empty until create names a new anonymous volume.
+    pub name: String,
+    pub target: String,
+    pub readonly: bool,
+    /// Made for this container: `rm -v` and `--rm` remove it.
+    pub anonymous: bool,
+    /// `nocopy`: no copy of the image's files at the target.
+    #[serde(default)]
+    pub nocopy: bool,
+}
+
+/// A tmpfs mounted into a container, with its mount options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    pub target: String,
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

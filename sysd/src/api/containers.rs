@@ -94,10 +94,10 @@ async fn container_action(
                 bridge: engine.config().bridge.as_ref(),
                 netns: engine.netns_of(id),
             };
-            Ok(json_response(
-                200,
-                &inspect(&snap, reasons.as_deref(), &net),
-            ))
+            let mut v = inspect(&snap, reasons.as_deref(), &net);
+            v["Mounts"] = serde_json::to_value(super::volumes::mount_points(engine, &snap.record))
+                .unwrap_or_default();
+            Ok(json_response(200, &v))
         }
         (&Method::POST, ["start"]) => {
             engine.start(id).await?;
@@ -125,9 +125,9 @@ async fn container_action(
                     "link=1: links are not supported by this engine",
                 ));
             }
-            // `v` (anonymous volumes) has nothing to remove: the engine
-            // makes none.
-            engine.remove(id, flag(q, "force")).await?;
+            engine
+                .remove_with(id, flag(q, "force"), flag(q, "v"))
+                .await?;
             Ok(super::empty(204))
         }
         (_, [action])
@@ -259,7 +259,11 @@ fn labels(snap: &Snapshot) -> HashMap<String, String> {
     l
 }
 
-fn summary(snap: &Snapshot, bridge: Option<&Bridge>) -> ContainerSummary {
+fn summary(
+    snap: &Snapshot,
+    bridge: Option<&Bridge>,
+    mounts: Vec<bollard_stubs::models::MountPoint>,
+) -> ContainerSummary {
     let r = &snap.record;
     let running = r.state.status == Status::Running;
     let argv = crate::spec::argv(&r.def, &oci_spec::image::Config::default());
@@ -286,7 +290,7 @@ fn summary(snap: &Snapshot, bridge: Option<&Bridge>) -> ContainerSummary {
         network_settings: Some(ContainerSummaryNetworkSettings {
             networks: Some(networks::networks(r, bridge, running)),
         }),
-        mounts: Some(Vec::new()),
+        mounts: Some(mounts),
         ..Default::default()
     }
 }
@@ -386,7 +390,10 @@ fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
                     })
                 })
         })
-        .map(|s| summary(s, engine.config().bridge.as_ref()))
+        .map(|s| {
+            let mounts = super::volumes::mount_points(engine, &s.record);
+            summary(s, engine.config().bridge.as_ref(), mounts)
+        })
         .collect();
     if let Some(n) = limit {
         list.truncate(n);

@@ -19,6 +19,8 @@ use corral_config::ServiceDef;
 use serde_json::Value;
 
 use super::ApiError;
+
+mod mounts;
 use crate::network::{Mode, PortMap};
 use crate::state::ApiFields;
 
@@ -41,6 +43,9 @@ const SUPPORTED: &[&str] = &[
     "Labels",
     "StopTimeout",
     "HostConfig.Binds",
+    "HostConfig.Mounts",
+    "HostConfig.Tmpfs",
+    "Volumes",
     "HostConfig.CapAdd",
     "HostConfig.CapDrop",
     "HostConfig.Privileged",
@@ -78,24 +83,10 @@ fn client_default(path: &str, v: &Value) -> bool {
 }
 
 /// What the unsupported fields a user is likeliest to hit are for.
-const WHY: &[(&str, &str)] = &[
-    (
-        "HostConfig.Mounts",
-        "--mount is not supported by this engine yet (use -v)",
-    ),
-    (
-        "HostConfig.Tmpfs",
-        "--tmpfs is not supported by this engine yet",
-    ),
-    (
-        "HostConfig.Ulimits",
-        "--ulimit is not supported by this engine yet",
-    ),
-    (
-        "Volumes",
-        "anonymous volumes (-v /path) are not supported by this engine yet",
-    ),
-];
+const WHY: &[(&str, &str)] = &[(
+    "HostConfig.Ulimits",
+    "--ulimit is not supported by this engine yet",
+)];
 
 /// A create request, translated.
 #[derive(Debug)]
@@ -278,6 +269,14 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
         port_key("ExposedPorts", p)?;
     }
     fields.network.mode = Mode::Bridge;
+    if let Some(volumes) = body.volumes {
+        // `-v /path`: a new anonymous volume there.
+        let mut paths = volumes;
+        paths.sort();
+        for target in paths {
+            fields.volumes.push(mounts::anonymous(&target)?);
+        }
+    }
     if let Some(h) = body.host_config {
         fields.auto_remove = h.auto_remove.unwrap_or(false);
         fields.console_size = match h.console_size.as_deref() {
@@ -289,6 +288,7 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
         };
         host_config(h, &mut def, &mut fields, &mut warnings)?;
     }
+    mounts::check_targets(&def, &mut fields)?;
     if let Some(endpoints) = body.networking_config.and_then(|n| n.endpoints_config) {
         endpoints_config(&fields.network.mode, endpoints)?;
     }
@@ -401,12 +401,31 @@ fn host_config(
     warnings: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     if let Some(binds) = h.binds {
-        def.binds = Some(
-            binds
-                .into_iter()
-                .map(|b| field("HostConfig.Binds", Bind::try_from(b)))
-                .collect::<Result<_, _>>()?,
-        );
+        let mut host = Vec::new();
+        for b in binds {
+            match b.split_once(':') {
+                // NAME:/path[:opts] is a named volume.
+                Some((src, rest)) if !src.starts_with('/') => {
+                    fields.volumes.push(mounts::volume_bind(src, rest)?)
+                }
+                _ => host.push(field("HostConfig.Binds", Bind::try_from(b))?),
+            }
+        }
+        def.binds = Some(host);
+    }
+    if let Some(list) = h.mounts {
+        for m in list {
+            mounts::mount(m, def, fields)?;
+        }
+    }
+    if let Some(tmpfs) = h.tmpfs {
+        let mut tmpfs: Vec<_> = tmpfs.into_iter().collect();
+        tmpfs.sort();
+        for (target, options) in tmpfs {
+            fields
+                .tmpfs
+                .push(mounts::tmpfs(&target, &options, "HostConfig.Tmpfs")?);
+        }
     }
     let caps = |name: &str, v: Option<Vec<String>>| -> Result<Option<Vec<CapName>>, ApiError> {
         v.map(|v| {
@@ -805,6 +824,57 @@ mod tests {
     }
 
     #[test]
+    fn volumes_mounts_and_tmpfs_are_recorded() {
+        let c = parse(
+            br#"{"Image":"b","Volumes":{"/anon":{},"/data":{}},
+            "HostConfig":{"Binds":["db:/data:ro,nocopy","/h:/h"],
+            "Tmpfs":{"/run":"size=64m,mode=1777"},
+            "Mounts":[{"Type":"volume","Source":"logs","Target":"/logs","ReadOnly":true},
+                      {"Type":"tmpfs","Target":"/t","TmpfsOptions":{"SizeBytes":1048576}},
+                      {"Type":"bind","Source":"/src","Target":"/dst"}]}}"#,
+        )
+        .unwrap();
+        let v: Vec<(&str, &str, bool, bool)> = c
+            .fields
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.target.as_str(), v.readonly, v.anonymous))
+            .collect();
+        // The CLI sends `-v db:/data` in Volumes too: no second, anonymous one.
+        assert_eq!(
+            v,
+            [
+                ("", "/anon", false, true),
+                ("db", "/data", true, false),
+                ("logs", "/logs", true, false)
+            ]
+        );
+        assert!(c.fields.volumes[1].nocopy);
+        let t: Vec<(&str, String)> = c
+            .fields
+            .tmpfs
+            .iter()
+            .map(|t| (t.target.as_str(), t.options.join(",")))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                ("/t", "size=1048576".into()),
+                ("/run", "size=64m,mode=1777".into())
+            ]
+        );
+        let binds: Vec<&str> = c
+            .def
+            .binds
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|b| b.target.as_str())
+            .collect();
+        assert_eq!(binds, ["/h", "/dst"]);
+    }
+
+    #[test]
     fn a_terminal_and_input_are_recorded() {
         let body = CLI_BODY
             .replacen("\"Tty\":false", "\"Tty\":true", 1)
@@ -880,7 +950,7 @@ mod tests {
         for (body, needle) in [
             (r#"{}"#, "Image: an image is required"),
             (
-                r#"{"Image":"b","HostConfig":{"Binds":["rel:/x"]}}"#,
+                r#"{"Image":"b","HostConfig":{"Binds":["./rel:/x"]}}"#,
                 "HostConfig.Binds",
             ),
             (
@@ -908,6 +978,22 @@ mod tests {
             (
                 r#"{"Image": 5}"#,
                 "invalid container config: Image: invalid type",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"Binds":["data:/x:z"]}}"#,
+                "the volume option \"z\" is not supported",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"Binds":["/a:/x"],"Tmpfs":{"/x":""}}}"#,
+                "Duplicate mount point: /x",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"Tmpfs":{"/t":"size=1m,weird"}}}"#,
+                "the tmpfs option \"weird\"",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"Mounts":[{"Type":"npipe","Target":"/p"}]}}"#,
+                "HostConfig.Mounts: /p: Type",
             ),
             ("not json", "invalid container config"),
         ] {

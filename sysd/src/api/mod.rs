@@ -25,6 +25,7 @@ mod images;
 mod networks;
 pub mod streams;
 pub mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -76,6 +77,12 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         Self::new(e.status(), e.to_string())
+    }
+}
+
+impl From<crate::volumes::VolumeError> for ApiError {
+    fn from(e: crate::volumes::VolumeError) -> Self {
+        EngineError::from(e).into()
     }
 }
 
@@ -269,6 +276,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("containers") => containers::route(engine, req, &parts[1..]).await,
         Some("images") => images::route(engine, req, &parts[1..]).await,
         Some("exec") => exec::route(engine, req, &parts[1..]).await,
+        Some("volumes") => volumes::route(engine, req, &parts[1..]).await,
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
         Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
@@ -278,7 +286,6 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
 /// Docker API resources this engine does not serve yet: a clear 501
 /// rather than a 404 that reads like a missing object.
 const NOT_YET: &[&str] = &[
-    "volumes",
     "networks",
     "events",
     "build",

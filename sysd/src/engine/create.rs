@@ -91,6 +91,7 @@ impl Engine {
         if api.tty {
             terminal_spec(&mut spec);
         }
+
         let image_exposed = image_config.exposed_ports().clone().unwrap_or_default();
         self.plan_network(&id, &mut api, &mut spec, &image_exposed, warnings)?;
         for p in image_exposed {
@@ -98,6 +99,8 @@ impl Engine {
                 api.exposed_ports.push(p);
             }
         }
+        let image_volumes = image_config.volumes().clone().unwrap_or_default();
+        self.mount_volumes(&mut api, &mut spec, &image.layers, &image_volumes)?;
 
         let record = Record {
             id: id.clone(),
@@ -147,6 +150,7 @@ impl Engine {
             let _ = self.states.remove(&id);
             let _ = std::fs::remove_dir_all(self.run_dir(&id));
             let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            self.remove_anonymous_volumes(&record.api.volumes);
             return Err(internal(format!("creating container {name}: {e}")));
         }
         let container = Container {

@@ -43,6 +43,9 @@ pub struct ExecState {
     pub pid: Option<i32>,
 }
 
+/// An exec's terminal master, and a size waiting for it.
+type TerminalSlot = (Option<Arc<OwnedFd>>, Option<(u16, u16)>);
+
 pub struct Exec {
     pub id: String,
     pub container: String,
@@ -50,8 +53,10 @@ pub struct Exec {
     state: Mutex<ExecState>,
     /// Set once the process has ended and its code is recorded.
     done: watch::Sender<bool>,
-    /// The terminal's master, for resizes.
-    master: Mutex<Option<Arc<OwnedFd>>>,
+    /// The terminal's master, for resizes, and a size asked for before
+    /// the terminal was there (the CLI resizes as soon as its start
+    /// request is answered, which is before the process runs).
+    master: Mutex<TerminalSlot>,
 }
 
 impl Exec {
@@ -111,7 +116,7 @@ impl Engine {
             config,
             state: Mutex::new(ExecState::default()),
             done: watch::channel(false).0,
-            master: Mutex::new(None),
+            master: Mutex::new((None, None)),
         });
         let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         // Docker keeps an exec until its container goes; forget the
@@ -262,11 +267,14 @@ impl Engine {
             Err(e) => return fail(format!("starting the exec: {e}"), 126),
         };
         let master = master.map(Arc::new);
-        if let (Some(m), Some((rows, cols))) = (&master, cfg.console_size) {
-            use std::os::fd::AsFd;
-            let _ = crate::sys::set_window_size(m.as_fd(), rows, cols);
+        {
+            let mut slot = exec.master.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(m), Some((rows, cols))) = (&master, slot.1.take().or(cfg.console_size)) {
+                use std::os::fd::AsFd;
+                let _ = crate::sys::set_window_size(m.as_fd(), rows, cols);
+            }
+            slot.0 = master.clone();
         }
-        *exec.master.lock().unwrap_or_else(|p| p.into_inner()) = master.clone();
         let pid = process.pid.as_raw();
         exec.update(|s| {
             s.running = true;
@@ -285,7 +293,7 @@ impl Engine {
                 s.running = false;
                 s.exit_code = Some(code);
             });
-            *waiter.master.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            waiter.master.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
             let _ = waiter.done.send(true);
         });
         let master = match master {
@@ -308,12 +316,8 @@ impl Engine {
     }
 
     pub fn exec_resize(&self, exec: &Exec, rows: u16, cols: u16) -> Result<()> {
-        let master = exec
-            .master
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match master {
+        let mut slot = exec.master.lock().unwrap_or_else(|p| p.into_inner());
+        match &slot.0 {
             Some(m) => {
                 use std::os::fd::AsFd;
                 crate::sys::set_window_size(m.as_fd(), rows, cols).map_err(internal)
@@ -322,6 +326,11 @@ impl Engine {
                 "exec {} has no terminal to resize (it was not started with -t)",
                 exec.id
             ))),
+            // Not there yet: applied when it is.
+            None if exec.state().exit_code.is_none() => {
+                slot.1 = Some((rows, cols));
+                Ok(())
+            }
             None => Err(EngineError::Conflict(format!(
                 "exec {} is not running",
                 exec.id

@@ -140,6 +140,12 @@ impl Engine {
     /// Removes a container and everything it had: state, FIFOs, upper dir,
     /// logs, cgroup. A running one needs `force` (it is killed first).
     pub async fn remove(self: &Arc<Self>, id: &str, force: bool) -> Result<()> {
+        self.remove_with(id, force, false).await
+    }
+
+    /// `remove`, and with `volumes` (`rm -v`, `--rm`) the container's
+    /// anonymous volumes too.
+    pub async fn remove_with(self: &Arc<Self>, id: &str, force: bool, volumes: bool) -> Result<()> {
         let running = {
             let mut inner = self.lock();
             let c = inner
@@ -184,6 +190,9 @@ impl Engine {
         let _ = c
             .removed
             .send(Some(i64::from(c.record.state.exit_code.unwrap_or(0))));
+        if volumes {
+            self.remove_anonymous_volumes(&c.record.api.volumes);
+        }
         info!("removed {}", c.record.name);
         if problems.is_empty() {
             Ok(())

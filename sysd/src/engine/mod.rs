@@ -36,6 +36,7 @@ mod exec;
 mod follow;
 mod lifecycle;
 mod net;
+mod volumes;
 
 pub use exec::{Exec, ExecConfig, ExecState, ExecStreams, StartFailure};
 
@@ -75,6 +76,8 @@ pub enum EngineError {
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
     #[error("{0}")]
+    NoSuchVolume(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     NotModified(String),
@@ -88,7 +91,10 @@ impl EngineError {
     /// The HTTP status the API answers with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoSuchContainer(_) | Self::NoSuchImage(_) | Self::NoSuchExec(_) => 404,
+            Self::NoSuchContainer(_)
+            | Self::NoSuchImage(_)
+            | Self::NoSuchExec(_)
+            | Self::NoSuchVolume(_) => 404,
             Self::Conflict(_) => 409,
             Self::NotModified(_) => 304,
             Self::Invalid(_) => 400,
@@ -170,6 +176,7 @@ pub struct Engine {
     images: Arc<Store>,
     states: StateDir,
     inner: Mutex<Inner>,
+    volumes: crate::volumes::VolumeStore,
     /// `docker exec` instances, by id.
     execs: Mutex<BTreeMap<String, Arc<Exec>>>,
 }
@@ -204,7 +211,10 @@ impl Engine {
         }
         let images = Store::open(cfg.data_root.join("images"))
             .with_context(|| format!("opening the image store in {}", cfg.data_root.display()))?;
+        let volumes = crate::volumes::VolumeStore::open(cfg.data_root.join("volumes"))
+            .with_context(|| format!("opening the volumes in {}", cfg.data_root.display()))?;
         Ok(Arc::new(Self {
+            volumes,
             states: StateDir::new(if cfg.role.persistent_records {
                 cfg.data_root.join("containers")
             } else {
@@ -501,7 +511,7 @@ impl Engine {
             let engine = self.clone();
             let id = id.to_owned();
             tokio::spawn(async move {
-                if let Err(e) = engine.remove(&id, true).await {
+                if let Err(e) = engine.remove_with(&id, true, true).await {
                     warn!("removing {id} (--rm): {e}");
                 }
             });
