@@ -693,6 +693,73 @@ fn docker_cli_over_ssh() {
         .map_err(|e| vm.fail(format!("no page after docker restart web: {e}")))
         .unwrap();
     assert_eq!(page, "served from a container\n");
+    // events: the restart's die and start, from the ring (--since/--until),
+    // and a start as it happens; stats of the running container.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let seen = docker.ok(
+        &vm,
+        &[
+            "events",
+            "--since",
+            &(now - 600).to_string(),
+            "--until",
+            &(now + 1).to_string(),
+            "--filter",
+            "container=web",
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert!(
+        seen.lines().any(|l| l == "die") && seen.lines().any(|l| l == "start"),
+        "{seen}"
+    );
+    let mut watch = docker.command(&[
+        "events",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    watch.stdout(Stdio::piped());
+    let watcher = watch.spawn().unwrap();
+    // The watcher's own SSH connection comes up first.
+    std::thread::sleep(Duration::from_secs(8));
+    docker.ok(
+        &vm,
+        &["run", "--rm", "--name", "evt", "corral-test:1", "echo"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &watcher.id().to_string()])
+        .status();
+    let started = String::from_utf8_lossy(&watcher.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        started.lines().any(|l| l == "evt"),
+        "docker events: {started:?}"
+    );
+    let stats = docker.ok(
+        &vm,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}",
+            "web",
+        ],
+    );
+    let f: Vec<&str> = stats.trim().split('|').collect();
+    assert!(
+        f.len() == 4
+            && f[0] == "web"
+            && f[1].contains(" / ")
+            && f[2].parse::<u32>().is_ok_and(|n| n >= 1)
+            && f[3].ends_with('%'),
+        "{stats}"
+    );
     docker.ok(&vm, &["rm", "-f", "web"]);
     // Its port is free again.
     docker.ok(
@@ -884,6 +951,11 @@ fn docker_cli_over_ssh() {
     docker.ok(&vm, &["rm", "-v", "anon"]);
     let ls = docker.ok(&vm, &["volume", "ls", "-q"]);
     assert_eq!(ls.trim(), "keep", "{ls}");
+    docker.ok(&vm, &["create", "--name", "before", "corral-test:1"]);
+    docker.ok(&vm, &["rename", "before", "after"]);
+    let renamed = docker.ok(&vm, &["inspect", "--format", "{{.Name}}", "after"]);
+    assert_eq!(renamed.trim(), "/after");
+    docker.ok(&vm, &["rm", "after"]);
 
     // Across a reboot: the image and the containers are on the state
     // disk; `always` comes back, an `unless-stopped` stopped by hand stays

@@ -129,6 +129,12 @@ async fn exec_tty_and_input() {
         message.contains("executable file not found in $PATH"),
         "{message}"
     );
+    // rename: the same container under its new name; a taken or bad
+    // name refused.
+    engine.rename(&id, "box2").unwrap();
+    assert_eq!(engine.resolve("box2").unwrap(), id);
+    assert!(engine.resolve("box").is_err());
+    assert!(engine.rename(&id, "bad/name").is_err());
     engine.remove(&id, true).await.unwrap();
 
     // -t: a terminal whose size follows a resize, and -i input into it.

@@ -52,7 +52,7 @@ fn entry_bytes(e: &Entry, timestamps: bool, tty: bool) -> Bytes {
 
 /// `since`/`until` as the CLI sends them: Unix seconds with an optional
 /// fraction (`1733140000.123456789`); 0 or empty is no bound.
-fn time_bound(q: &Query, key: &str) -> Result<Option<SystemTime>, ApiError> {
+pub fn time_bound(q: &Query, key: &str) -> Result<Option<SystemTime>, ApiError> {
     let Some(v) = q.get(key).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };

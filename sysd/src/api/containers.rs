@@ -119,6 +119,15 @@ async fn container_action(
         (&Method::POST, ["wait"]) => wait(engine, id, q),
         (&Method::GET, ["logs"]) => super::attach::logs(engine, id, q),
         (&Method::POST, ["resize"]) => super::attach::resize(engine, id, q),
+        (&Method::GET, ["stats"]) => super::stats::stats(engine, id, q),
+        (&Method::POST, ["rename"]) => {
+            let name = q.get("name").map(String::as_str).unwrap_or("");
+            if name.is_empty() {
+                return Err(ApiError::bad("rename: name= is required"));
+            }
+            engine.rename(id, name)?;
+            Ok(super::empty(204))
+        }
         (&Method::DELETE, []) => {
             if flag(q, "link") {
                 return Err(ApiError::bad(
@@ -132,8 +141,7 @@ async fn container_action(
         }
         (_, [action])
             if [
-                "top", "stats", "archive", "rename", "pause", "unpause", "export", "changes",
-                "update",
+                "top", "archive", "pause", "unpause", "export", "changes", "update",
             ]
             .contains(action) =>
         {

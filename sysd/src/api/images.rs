@@ -160,6 +160,9 @@ async fn load(engine: &Arc<Engine>, req: Request<Incoming>, _quiet: bool) -> Api
     // A JSON stream, rendered by the CLI only with this exact type.
     let mut out = String::new();
     for l in &loaded {
+        let name = l.names.first().cloned().unwrap_or_else(|| l.id.clone());
+        let attrs = std::collections::BTreeMap::from([("name".to_owned(), name.clone())]);
+        engine.events().emit("image", "load", &name, attrs);
         let line = if l.names.is_empty() {
             format!("Loaded image ID: {}\n", l.id)
         } else {
@@ -190,6 +193,14 @@ async fn remove(engine: &Arc<Engine>, reference: &str) -> ApiResult {
             .map_err(|e| image_error(reference, e))?;
     let list: Vec<ImageDeleteResponseItem> = removed
         .into_iter()
+        .inspect(|r| {
+            let (action, what) = match r {
+                corral_image::Removed::Untagged(n) => ("untag", n),
+                corral_image::Removed::Deleted(id) => ("delete", id),
+            };
+            let attrs = std::collections::BTreeMap::from([("name".to_owned(), what.clone())]);
+            engine.events().emit("image", action, what, attrs);
+        })
         .map(|r| match r {
             corral_image::Removed::Untagged(n) => ImageDeleteResponseItem {
                 untagged: Some(n),

@@ -20,9 +20,11 @@ pub mod attach;
 mod config;
 pub mod containers;
 pub mod create;
+mod events;
 mod exec;
 mod images;
 mod networks;
+mod stats;
 pub mod streams;
 pub mod system;
 mod volumes;
@@ -277,6 +279,9 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("images") => images::route(engine, req, &parts[1..]).await,
         Some("exec") => exec::route(engine, req, &parts[1..]).await,
         Some("volumes") => volumes::route(engine, req, &parts[1..]).await,
+        Some("events") if req.method() == Method::GET && parts.len() == 1 => {
+            events::events(engine, &parse_query(req.uri().query()))
+        }
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
         Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
@@ -287,7 +292,6 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
 /// rather than a 404 that reads like a missing object.
 const NOT_YET: &[&str] = &[
     "networks",
-    "events",
     "build",
     "plugins",
     "swarm",

@@ -34,13 +34,16 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
             };
             let options: BTreeMap<_, _> = c.driver_opts.unwrap_or_default().into_iter().collect();
             let labels: BTreeMap<_, _> = c.labels.unwrap_or_default().into_iter().collect();
-            let (v, _) = engine.volumes().create(
+            let (v, made) = engine.volumes().create(
                 &name,
                 c.driver.as_deref().unwrap_or(""),
                 &options,
                 labels,
                 false,
             )?;
+            if made {
+                volume_event(engine, "create", &v.name);
+            }
             Ok(json_response(201, &view(engine, &v, false)))
         }
         (Method::POST, ["prune"]) => prune(engine, q.get("filters").map(String::as_str)),
@@ -62,10 +65,16 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
                 ));
             }
             engine.volumes().remove(name)?;
+            volume_event(engine, "destroy", name);
             Ok(super::empty(204))
         }
         (m, _) => Err(super::no_route(&m, &format!("volumes/{}", rest.join("/")))),
     }
+}
+
+fn volume_event(engine: &Engine, action: &str, name: &str) {
+    let attrs = BTreeMap::from([("driver".to_owned(), "local".to_owned())]);
+    engine.events().emit("volume", action, name, attrs);
 }
 
 fn random_bytes() -> Result<[u8; 32], ApiError> {
@@ -193,6 +202,7 @@ fn prune(engine: &Arc<Engine>, filters: Option<&str>) -> ApiResult {
         }
         let size = engine.volumes().size(&v.name);
         if engine.volumes().remove(&v.name).is_ok() {
+            volume_event(engine, "destroy", &v.name);
             reclaimed += size;
             deleted.push(v.name);
         }

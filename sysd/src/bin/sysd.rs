@@ -160,6 +160,10 @@ fn uptime() -> String {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Handlers first: as its container's pid 1 (the user engine), a
+    // SIGTERM with no handler yet would be dropped by the kernel, and a
+    // stop during start-up would wait for the SIGKILL.
+    let shutdown = Shutdown::new();
     let began = Instant::now();
     let policy = args.role.policy();
     let cfg = EngineConfig {
@@ -237,7 +241,7 @@ async fn run(args: Args) -> Result<()> {
         info!("ready: API on {} (uptime {} s)", socket.display(), uptime());
     }
 
-    wait_for_shutdown().await;
+    shutdown.wait().await;
     info!("stopping");
     services::stop_all(&engine, &order).await;
     let _ = std::fs::remove_file(&socket);
@@ -311,18 +315,36 @@ fn release_from_ram(archive: &std::path::Path) {
     }
 }
 
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot handle SIGTERM; running until killed");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this is made.
+struct Shutdown {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self {
+                signals: Some((term, int)),
+            },
+            _ => {
+                error!("cannot handle SIGTERM; running until killed");
+                Self { signals: None }
+            }
+        }
+    }
+
+    async fn wait(self) {
+        let Some((mut term, mut int)) = self.signals else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -168,6 +168,7 @@ impl Engine {
             output: broadcast::channel(1024).0,
         };
         self.lock().containers.insert(id.clone(), container);
+        self.container_event(&id, "create", &[]);
         info!("created container {name} ({}) from {}", &id[..12], image.id);
         Ok(id)
     }

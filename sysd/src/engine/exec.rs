@@ -285,10 +285,25 @@ impl Engine {
             &exec.id[..12],
             cfg.cmd
         );
+        let command = cfg.cmd.join(" ");
+        self.container_event(
+            &exec.container,
+            &format!("exec_start: {command}"),
+            &[("execID", exec.id.clone())],
+        );
         let done = exec.done.subscribe();
         let waiter = exec.clone();
+        let engine = self.clone();
         tokio::spawn(async move {
             let code = wait_child(&process).await;
+            engine.container_event(
+                &waiter.container,
+                "exec_die",
+                &[
+                    ("execID", waiter.id.clone()),
+                    ("exitCode", code.to_string()),
+                ],
+            );
             waiter.update(|s| {
                 s.running = false;
                 s.exit_code = Some(code);

@@ -54,6 +54,7 @@ impl Engine {
             self.kill_cgroup(id, &process);
             let _ = exits.changed().await;
         }
+        self.container_event(id, "stop", &[]);
         Ok(())
     }
 
@@ -72,7 +73,57 @@ impl Engine {
             EngineError::Conflict(format!("container {} is not running", c.record.name))
         })?;
         drop(inner);
-        p.signal(signal).map_err(internal)
+        p.signal(signal).map_err(internal)?;
+        self.container_event(id, "kill", &[("signal", (signal as i32).to_string())]);
+        Ok(())
+    }
+
+    /// `docker rename`: a new name, checked as at create; the id, the
+    /// host name and everything on disk stay (they go by id).
+    pub fn rename(&self, id: &str, new: &str) -> Result<()> {
+        let new = new.strip_prefix('/').unwrap_or(new);
+        if !super::valid_name(new) {
+            return Err(EngineError::Invalid(format!(
+                "invalid container name {new:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let old = {
+            let mut inner = self.lock();
+            if let Some(other) = inner
+                .containers
+                .values()
+                .find(|c| c.record.name == new && c.record.id != id)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "the container name {new:?} is already in use by container {}",
+                    other.record.id
+                )));
+            }
+            let c = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.record.service {
+                return Err(EngineError::Conflict(format!(
+                    "{} is a service of the system config; its name is its key there",
+                    c.record.name
+                )));
+            }
+            if c.record.name == new {
+                return Err(EngineError::Invalid(format!(
+                    "renaming a container with the same name as its current name ({new})"
+                )));
+            }
+            let old = std::mem::replace(&mut c.record.name, new.to_owned());
+            if let Err(e) = self.states.save(&c.record) {
+                c.record.name = old;
+                return Err(internal(format!("saving the new name: {e}")));
+            }
+            old
+        };
+        info!("renamed {old} to {new}");
+        self.container_event(id, "rename", &[("oldName", format!("/{old}"))]);
+        Ok(())
     }
 
     pub async fn restart(self: &Arc<Self>, id: &str, timeout: Option<Duration>) -> Result<()> {
@@ -168,6 +219,7 @@ impl Engine {
         }
         // Set up and never torn down: ended while no engine ran.
         self.network_down(id).await;
+        self.container_event(id, "destroy", &[]);
         let Some(c) = self.lock().containers.remove(id) else {
             return Ok(());
         };

@@ -32,11 +32,16 @@ use tokio::sync::{broadcast, watch};
 
 mod adopt;
 mod create;
+mod events;
 mod exec;
 mod follow;
 mod lifecycle;
 mod net;
+mod stats;
 mod volumes;
+
+pub use events::Event;
+pub use stats::Sample;
 
 pub use exec::{Exec, ExecConfig, ExecState, ExecStreams, StartFailure};
 
@@ -177,6 +182,7 @@ pub struct Engine {
     states: StateDir,
     inner: Mutex<Inner>,
     volumes: crate::volumes::VolumeStore,
+    events: events::Events,
     /// `docker exec` instances, by id.
     execs: Mutex<BTreeMap<String, Arc<Exec>>>,
 }
@@ -215,6 +221,7 @@ impl Engine {
             .with_context(|| format!("opening the volumes in {}", cfg.data_root.display()))?;
         Ok(Arc::new(Self {
             volumes,
+            events: events::Events::default(),
             states: StateDir::new(if cfg.role.persistent_records {
                 cfg.data_root.join("containers")
             } else {
@@ -399,6 +406,7 @@ impl Engine {
             }
         }
         info!("started {name} (pid {pid})");
+        self.container_event(id, "start", &[]);
         self.watch(id.to_owned(), generation, running, true, Some(readers));
         Ok(())
     }
@@ -458,8 +466,13 @@ impl Engine {
         if let Err(e) = self.states.save(&c.record) {
             error!("saving the state of {name}: {e}");
         }
+        let code = c.record.state.exit_code.unwrap_or(-1);
         c.exits.send_modify(|n| *n += 1);
         drop(inner);
+        if oom {
+            self.container_event(id, "oom", &[]);
+        }
+        self.container_event(id, "die", &[("exitCode", code.to_string())]);
         match decision {
             Decision::Restart { after } => {
                 info!(
