@@ -695,10 +695,12 @@ fn docker_cli_over_ssh() {
     assert_eq!(page, "served from a container\n");
     // events: the restart's die and start, from the ring (--since/--until),
     // and a start as it happens; stats of the running container.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // The machine's clock, which stamps the events (the host's may be
+    // seconds apart from an emulated machine's).
+    let now: u64 = ssh_ok(&vm, &key, "date +%s")
+        .trim()
+        .parse()
+        .expect("date +%s prints a number");
     let seen = docker.ok(
         &vm,
         &[
@@ -706,7 +708,7 @@ fn docker_cli_over_ssh() {
             "--since",
             &(now - 600).to_string(),
             "--until",
-            &(now + 1).to_string(),
+            &(now + 2).to_string(),
             "--filter",
             "container=web",
             "--format",
