@@ -178,7 +178,7 @@ fn test_image(dir: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static on the host");
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "ps", "tail", "head", "id", "hostname", "test",
-        "httpd", "wget", "ip", "grep", "stty", "tty",
+        "httpd", "wget", "ip", "grep", "stty", "tty", "stat",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -402,15 +402,28 @@ fn docker_cli_over_ssh() {
     assert_eq!(all.trim(), "", "{all}");
 
     // An option the engine does not support is refused, naming it.
-    let o = docker.run(&["run", "--rm", "--ulimit", "nofile=512:512", "corral-test:1"]);
+    let o = docker.run(&["run", "--rm", "--oom-score-adj", "500", "corral-test:1"]);
     assert_eq!(code(&o), Some(125), "{}", text(&o));
     assert!(
-        text(&o).contains("HostConfig.Ulimits: [{")
-            && text(&o).contains("512")
-            && text(&o).contains("--ulimit is not supported"),
+        text(&o).contains("HostConfig.OomScoreAdj: 500 is not supported by this engine"),
         "{}",
         text(&o)
     );
+    // --ulimit sets the soft and hard limits the container's shell sees.
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=512:1024",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn",
+        ],
+    );
+    assert_eq!(o, "512\n1024\n");
 
     // What the engine does not do yet says so, rather than "not found".
     let o = docker.run(&["run", "--rm", "never-loaded:1", "true"]);
@@ -958,6 +971,79 @@ fn docker_cli_over_ssh() {
     let renamed = docker.ok(&vm, &["inspect", "--format", "{{.Name}}", "after"]);
     assert_eq!(renamed.trim(), "/after");
     docker.ok(&vm, &["rm", "after"]);
+
+    // docker cp both ways, into a volume too, running and stopped; root
+    // owns what is copied in; a missing path is Docker's error.
+    let cp = dir.join("cp");
+    std::fs::create_dir_all(cp.join("tree/sub")).unwrap();
+    std::fs::write(cp.join("tree/sub/f.txt"), "from the host\n").unwrap();
+    std::fs::write(cp.join("one.txt"), "one file\n").unwrap();
+    let host_path = |p: &str| cp.join(p).display().to_string();
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cpbox",
+            "-v",
+            "keep:/data",
+            "corral-test:1",
+            "sleep",
+            "1000",
+        ],
+    );
+    docker.ok(&vm, &["cp", &host_path("tree"), "cpbox:/tmp/"]);
+    docker.ok(
+        &vm,
+        &["cp", &host_path("one.txt"), "cpbox:/data/renamed.txt"],
+    );
+    let o = docker.ok(
+        &vm,
+        &[
+            "exec",
+            "cpbox",
+            "sh",
+            "-c",
+            "cat /tmp/tree/sub/f.txt /data/renamed.txt; stat -c '%u %a' /tmp/tree/sub/f.txt",
+        ],
+    );
+    assert_eq!(o, "from the host\none file\n0 644\n");
+    docker.ok(
+        &vm,
+        &["cp", "cpbox:/etc/hostname", &format!("{}/", cp.display())],
+    );
+    let id = docker.ok(&vm, &["inspect", "--format", "{{.Id}}", "cpbox"]);
+    assert_eq!(
+        std::fs::read_to_string(cp.join("hostname")).unwrap().trim(),
+        &id.trim()[..12]
+    );
+    docker.ok(&vm, &["cp", "cpbox:/data", &host_path("from-volume")]);
+    assert_eq!(
+        std::fs::read_to_string(cp.join("from-volume/renamed.txt")).unwrap(),
+        "one file\n"
+    );
+    let o = docker.run(&["cp", "cpbox:/nope", &host_path("x")]);
+    assert!(
+        code(&o) == Some(1) && text(&o).contains("No such container:path: cpbox:/nope"),
+        "{}",
+        text(&o)
+    );
+    docker.ok(&vm, &["stop", "-t", "1", "cpbox"]);
+    docker.ok(
+        &vm,
+        &["cp", &host_path("one.txt"), "cpbox:/tmp/while-stopped"],
+    );
+    let o = docker.run(&["cp", "cpbox:/tmp/tree/sub/f.txt", "-"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("from the host"),
+        "{}",
+        text(&o)
+    );
+    docker.ok(&vm, &["start", "cpbox"]);
+    let o = docker.ok(&vm, &["exec", "cpbox", "cat", "/tmp/while-stopped"]);
+    assert_eq!(o, "one file\n");
+    docker.ok(&vm, &["rm", "-f", "cpbox"]);
 
     // Across a reboot: the image and the containers are on the state
     // disk; `always` comes back, an `unless-stopped` stopped by hand stays

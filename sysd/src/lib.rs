@@ -12,6 +12,7 @@
 //! ([`sysconfig`]) and the `corral` CLI ([`cli`]).
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod client;
 pub mod engine;

@@ -52,8 +52,24 @@ pub struct RunState {
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
     pub oom_killed: bool,
+    /// Frozen by `docker pause` (still running: Docker's `Running` and
+    /// `Paused` are both true).
+    #[serde(default)]
+    pub paused: bool,
     /// Why the last start failed, or why the exit status is unknown.
     pub error: String,
+}
+
+impl RunState {
+    /// Docker's `State.Status`, which says `paused` for a frozen running
+    /// container (what `ps --filter status=` matches).
+    pub fn docker_status(&self) -> &'static str {
+        if self.paused && self.status == Status::Running {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
 }
 
 impl Default for RunState {
@@ -68,6 +84,7 @@ impl Default for RunState {
             finished_at: None,
             exit_code: None,
             oom_killed: false,
+            paused: false,
             error: String::new(),
         }
     }
@@ -108,6 +125,29 @@ pub struct ApiFields {
     /// The terminal's first size (rows, columns), when the client sent it.
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// `--ulimit`: resource limits of the container's processes.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]`, by Docker's name (`nofile`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Ulimit {
+    /// The runtime spec's rlimit type (`nofile` is `RLIMIT_NOFILE`), or
+    /// an error naming an unknown one.
+    pub fn rlimit_type(&self) -> Result<oci_spec::runtime::PosixRlimitType, String> {
+        serde_json::from_value(serde_json::Value::String(format!(
+            "RLIMIT_{}",
+            self.name.to_ascii_uppercase()
+        )))
+        .map_err(|_| format!("invalid ulimit type: {}", self.name))
+    }
 }
 
 /// A volume mounted into a container.

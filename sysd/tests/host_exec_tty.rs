@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_sysd::engine::{Engine, EngineConfig, ExecConfig};
+use corral_sysd::engine::{Engine, EngineConfig};
 use corral_sysd::monitor::relay::Control;
 use corral_sysd::state::ApiFields;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 mod common;
-use common::{busybox_image, cgroup2_mount, def};
+use common::{busybox_image, cgroup2_mount, def, exec};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -32,51 +32,6 @@ fn engine(tmp: &std::path::Path, parent: &str) -> Arc<Engine> {
     let engine = Engine::open(cfg).unwrap();
     engine.images().load(&busybox_image(tmp)).unwrap();
     engine
-}
-
-async fn read_to_end(fd: Option<std::os::fd::OwnedFd>) -> String {
-    let mut out = Vec::new();
-    if let Some(fd) = fd {
-        let mut r = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap();
-        tokio::time::timeout(LIMIT, r.read_to_end(&mut out))
-            .await
-            .expect("the exec's output did not end")
-            .unwrap();
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn exec(
-    engine: &Arc<Engine>,
-    container: &str,
-    cmd: &[&str],
-    user: Option<&str>,
-) -> Result<(i64, String, String), (i64, String)> {
-    let id = engine
-        .exec_create(
-            container,
-            ExecConfig {
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                env: vec!["FROM_EXEC=1".into()],
-                user: user.map(str::to_owned),
-                attach: [false, true, true],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let e = engine.exec_get(&id).unwrap();
-    match engine.exec_start(&e, false).await {
-        Ok(mut s) => {
-            let out = read_to_end(s.stdout.take()).await;
-            let err = read_to_end(s.stderr.take()).await;
-            while !*s.done.borrow_and_update() {
-                s.done.changed().await.unwrap();
-            }
-            Ok((e.state().exit_code.unwrap(), out, err))
-        }
-        Err(Ok(f)) => Err((f.exit_code, f.message)),
-        Err(Err(e)) => panic!("exec start refused: {e}"),
-    }
 }
 
 async fn logged(engine: &Arc<Engine>, id: &str) -> String {

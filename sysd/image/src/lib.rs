@@ -43,6 +43,8 @@ pub enum Error {
     Ambiguous(String),
     #[error("invalid image archive: {0}")]
     Malformed(String),
+    #[error("invalid reference format: {0}")]
+    InvalidReference(String),
     #[error("blob {blob}: digest mismatch: expected {expected}, got {actual}")]
     Digest {
         blob: String,
@@ -347,6 +349,26 @@ impl Store {
         result
     }
 
+    /// Gives the image `reference` names the name `name` too (`docker
+    /// tag`), taking it from the image that had it. Returns the image id.
+    pub fn tag(&self, reference: &str, name: &str) -> Result<String> {
+        let name = reference::normalize(name).map_err(Error::InvalidReference)?;
+        if name.contains('@') {
+            return Err(Error::InvalidReference(format!(
+                "{name}: a digest is not a tag"
+            )));
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.read_index()?;
+        let (i, _) = find(&index, reference)?;
+        for e in &mut index.images {
+            e.names.retain(|n| *n != name);
+        }
+        index.images[i].names.push(name);
+        self.write_index(&index)?;
+        Ok(index.images[i].id.clone())
+    }
+
     /// Removes a name, or the image when `reference` is its id or its
     /// only name. Refuses while `in_use` says a container uses it.
     pub fn remove(&self, reference: &str, in_use: &dyn Fn(&Image) -> bool) -> Result<Vec<Removed>> {
@@ -432,7 +454,9 @@ pub(crate) fn remove_all(p: &Path) -> io::Result<()> {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// The bytes of the files below `dir` (a layer's size, a container's
+/// upper dir's).
+pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

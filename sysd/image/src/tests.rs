@@ -256,6 +256,25 @@ fn load_list_get_and_remove() {
     store.load(&archive).unwrap();
     assert_eq!(store.list().unwrap().len(), 1);
 
+    // tag: a second name for the same image; a bad one refused; the
+    // first of two names removed untags only.
+    assert_eq!(
+        store.tag("hello", "registry:5000/team/hello:v2").unwrap(),
+        id
+    );
+    assert_eq!(store.get("registry:5000/team/hello:v2").unwrap().id, id);
+    assert!(matches!(
+        store.tag("hello", "Bad Name"),
+        Err(Error::InvalidReference(_))
+    ));
+    assert!(matches!(store.tag("nope", "x:1"), Err(Error::NotFound(_))));
+    assert_eq!(
+        store
+            .remove("registry:5000/team/hello:v2", &|_| true)
+            .unwrap(),
+        vec![Removed::Untagged("registry:5000/team/hello:v2".into())]
+    );
+
     assert!(matches!(
         store.remove("hello", &|_| true),
         Err(Error::InUse(_))

@@ -177,6 +177,20 @@ impl Cgroup {
         }
     }
 
+    /// Freezes (or thaws) every process in the cgroup, cgroup v2's
+    /// freezer as runc uses it; [`Cgroup::frozen`] says when it is done.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), Error> {
+        let p = self.path.join("cgroup.freeze");
+        fs::write(&p, if frozen { "1" } else { "0" }).map_err(|e| io_err(&p, e))
+    }
+
+    /// Whether every process in the cgroup is frozen (`cgroup.events`).
+    pub fn frozen(&self) -> Result<bool, Error> {
+        let p = self.path.join("cgroup.events");
+        let s = fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
+        Ok(s.lines().any(|l| l.trim() == "frozen 1"))
+    }
+
     /// Kills everything in the cgroup: `cgroup.kill` where the kernel has
     /// it (5.14+), else SIGKILL to each pid until none is left.
     pub fn kill_all(&self) -> Result<(), Error> {

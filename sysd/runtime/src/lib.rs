@@ -24,7 +24,9 @@ use std::path::PathBuf;
 
 pub use exec::spawn_into_cgroup;
 pub use process::{start_time, Process};
-pub use spawn::{enter, spawn, EnterOptions, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION};
+pub use spawn::{
+    enter, overlay_options, spawn, EnterOptions, Rootfs, SpawnOptions, Stdio, DEV_LOG_ANNOTATION,
+};
 
 /// The master end of a process's terminal, sent on the console socket
 /// given to [`spawn`] or [`enter`]; None if the process failed before

@@ -265,6 +265,33 @@ impl Plan {
 }
 
 /// Options → (flags, propagation, data) as mount(8) reads them.
+/// The overlayfs mount options for image layers (bottom first) under a
+/// container's upper dir: what a start mounts, and `docker cp` on a
+/// stopped container.
+pub fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> Result<String, Error> {
+    if lower.is_empty() {
+        return Err(invalid("the image has no layers"));
+    }
+    // overlayfs lists lower dirs top first.
+    let lowers: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    for p in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p.display().to_string();
+        if s.contains(',') || s.contains(':') {
+            return Err(invalid(format!("layer path {s} contains ',' or ':'")));
+        }
+    }
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    ))
+}
+
 fn mount_options(options: &[String]) -> (MsFlags, Option<MsFlags>, Vec<String>) {
     let mut flags = MsFlags::empty();
     let mut propagation = None;
@@ -536,27 +563,7 @@ fn plan(
             describe: format!("bind of {}", dir.display()),
         },
         Rootfs::Overlay { lower, upper, work } => {
-            if lower.is_empty() {
-                return Err(invalid("the image has no layers"));
-            }
-            // overlayfs lists lower dirs top first.
-            let lowers: Vec<String> = lower
-                .iter()
-                .rev()
-                .map(|p| p.display().to_string())
-                .collect();
-            for p in lower.iter().chain([upper, work]) {
-                let s = p.display().to_string();
-                if s.contains(',') || s.contains(':') {
-                    return Err(invalid(format!("layer path {s} contains ',' or ':'")));
-                }
-            }
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lowers.join(":"),
-                upper.display(),
-                work.display()
-            );
+            let data = overlay_options(lower, upper, work)?;
             MountOp {
                 mkdirs: Vec::new(),
                 target: cstr(root)?,

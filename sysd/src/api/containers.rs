@@ -19,6 +19,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 use serde_json::Value;
 
+mod inspect;
+
 use super::networks;
 use super::streams;
 use super::{flag, json_response, parse_query, read_body, ApiError, ApiResult, Query};
@@ -31,12 +33,15 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
     match (req.method().clone(), rest) {
         (Method::GET, ["json"]) => list(engine, &q),
         (Method::POST, ["create"]) => create(engine, req, &q).await,
-        (_, ["prune"]) => Err(super::not_yet(req.method(), req.uri().path())),
+        (Method::POST, ["prune"]) => prune(engine, &q).await,
         (method, [reference, action @ ..]) => {
             let id = engine.resolve(reference)?;
             match (&method, action) {
                 (&Method::POST, ["attach"]) => super::attach::attach(engine, req, &id, &q),
                 (&Method::POST, ["exec"]) => super::exec::create(engine, req, &id).await,
+                (&Method::GET | &Method::HEAD | &Method::PUT, ["archive"]) => {
+                    super::archive::route(engine, req, &id).await
+                }
                 _ => container_action(engine, &method, &id, action, &q).await,
             }
         }
@@ -90,11 +95,11 @@ async fn container_action(
                         .label(corral_image::labels::REASONS)
                         .map(str::to_owned)
                 });
-            let net = NetView {
+            let net = inspect::NetView {
                 bridge: engine.config().bridge.as_ref(),
                 netns: engine.netns_of(id),
             };
-            let mut v = inspect(&snap, reasons.as_deref(), &net);
+            let mut v = inspect::inspect(&snap, reasons.as_deref(), &net);
             v["Mounts"] = serde_json::to_value(super::volumes::mount_points(engine, &snap.record))
                 .unwrap_or_default();
             Ok(json_response(200, &v))
@@ -116,10 +121,15 @@ async fn container_action(
             engine.kill(id, signal)?;
             Ok(super::empty(204))
         }
+        (&Method::POST, [action @ ("pause" | "unpause")]) => {
+            engine.pause(id, *action == "pause").await?;
+            Ok(super::empty(204))
+        }
         (&Method::POST, ["wait"]) => wait(engine, id, q),
         (&Method::GET, ["logs"]) => super::attach::logs(engine, id, q),
         (&Method::POST, ["resize"]) => super::attach::resize(engine, id, q),
         (&Method::GET, ["stats"]) => super::stats::stats(engine, id, q),
+        (&Method::GET, ["top"]) => super::top::top(engine, id, q),
         (&Method::POST, ["rename"]) => {
             let name = q.get("name").map(String::as_str).unwrap_or("");
             if name.is_empty() {
@@ -238,8 +248,9 @@ pub fn status_line(s: &RunState) -> String {
     match s.status {
         Status::Created => "Created".into(),
         Status::Running => format!(
-            "Up {}",
-            human_ago(since(s.started_at.as_deref()).unwrap_or_default())
+            "Up {}{}",
+            human_ago(since(s.started_at.as_deref()).unwrap_or_default()),
+            if s.paused { " (Paused)" } else { "" }
         ),
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
@@ -259,7 +270,7 @@ fn shares(def: &ServiceDef, ns: HostNamespace) -> bool {
     def.host_namespaces.iter().flatten().any(|n| *n == ns)
 }
 
-fn labels(snap: &Snapshot) -> HashMap<String, String> {
+pub(super) fn labels(snap: &Snapshot) -> HashMap<String, String> {
     let mut l: HashMap<String, String> = snap.record.api.labels.clone().into_iter().collect();
     if snap.record.service {
         l.insert("io.corral.service".into(), snap.record.name.clone());
@@ -267,7 +278,7 @@ fn labels(snap: &Snapshot) -> HashMap<String, String> {
     l
 }
 
-fn summary(
+pub(super) fn summary(
     snap: &Snapshot,
     bridge: Option<&Bridge>,
     mounts: Vec<bollard_stubs::models::MountPoint>,
@@ -286,6 +297,7 @@ fn summary(
         labels: Some(labels(snap)),
         state: Some(match r.state.status {
             Status::Created => ContainerSummaryStateEnum::CREATED,
+            Status::Running if r.state.paused => ContainerSummaryStateEnum::PAUSED,
             Status::Running => ContainerSummaryStateEnum::RUNNING,
             Status::Restarting => ContainerSummaryStateEnum::RESTARTING,
             Status::Exited => ContainerSummaryStateEnum::EXITED,
@@ -387,7 +399,7 @@ fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
             let labels = labels(s);
             filters.matches("id", |v| r.id.starts_with(v))
                 && filters.matches("name", |v| r.name.contains(v.trim_start_matches('/')))
-                && filters.matches("status", |v| v == r.state.status.as_str())
+                && filters.matches("status", |v| v == r.state.docker_status())
                 && filters.matches("exited", |v| {
                     r.state.status == Status::Exited && v.parse::<i32>().ok() == r.state.exit_code
                 })
@@ -409,230 +421,90 @@ fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
     Ok(json_response(200, &list))
 }
 
-/// `key: reason` lines as a JSON object.
-fn reasons_json(text: Option<&str>) -> Value {
-    let map: serde_json::Map<String, Value> = text
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-        .collect();
-    Value::Object(map)
+/// The `until` of a prune filter as Docker's daemon reads it: a
+/// duration back from now (`24h`), Unix seconds, or an RFC 3339 time.
+pub fn until(value: &str) -> Result<SystemTime, ApiError> {
+    if let Ok(d) = humantime::parse_duration(value) {
+        return Ok(SystemTime::now() - d);
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs >= 0.0 {
+            return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_rfc3339_weak(value).map_err(|_| {
+        ApiError::bad(format!(
+            "until={value:?}: not a duration (24h), a Unix time or an RFC 3339 time"
+        ))
+    })
 }
 
-/// What inspect shows of the container's network besides its record.
-struct NetView<'a> {
-    bridge: Option<&'a Bridge>,
-    netns: String,
-}
-
-fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>) -> Value {
-    let r = &snap.record;
-    let process = snap.spec.as_ref().and_then(|s| s.process().clone());
-    let args = process
-        .as_ref()
-        .and_then(|p| p.args().clone())
-        .unwrap_or_default();
-    let env = process
-        .as_ref()
-        .and_then(|p| p.env().clone())
-        .unwrap_or_default();
-    let caps: Vec<String> = process
-        .as_ref()
-        .and_then(|p| p.capabilities().clone())
-        .and_then(|c| c.bounding().clone())
-        .map(|b| {
-            let mut v: Vec<String> = b.iter().map(|c| c.to_string()).collect();
-            v.sort();
-            v
-        })
-        .unwrap_or_default();
-    let res = r.def.resources.clone().unwrap_or_default();
-    let never = "0001-01-01T00:00:00Z".to_owned();
-    let d = &r.def;
-    let response = ContainerInspectResponse {
-        id: Some(r.id.clone()),
-        created: Some(r.created.clone()),
-        path: args.first().cloned(),
-        args: Some(args.get(1..).unwrap_or_default().to_vec()),
-        state: Some(ContainerState {
-            status: Some(match r.state.status {
-                Status::Created => ContainerStateStatusEnum::CREATED,
-                Status::Running => ContainerStateStatusEnum::RUNNING,
-                Status::Restarting => ContainerStateStatusEnum::RESTARTING,
-                Status::Exited => ContainerStateStatusEnum::EXITED,
-            }),
-            running: Some(r.state.status == Status::Running),
-            paused: Some(false),
-            restarting: Some(r.state.status == Status::Restarting),
-            oom_killed: Some(r.state.oom_killed),
-            dead: Some(false),
-            pid: Some(i64::from(r.state.pid.unwrap_or(0))),
-            exit_code: Some(i64::from(r.state.exit_code.unwrap_or(0))),
-            error: Some(r.state.error.clone()),
-            started_at: Some(r.state.started_at.clone().unwrap_or_else(|| never.clone())),
-            finished_at: Some(r.state.finished_at.clone().unwrap_or(never)),
-            health: None,
-        }),
-        image: Some(r.image_id.clone()),
-        name: Some(format!("/{}", r.name)),
-        restart_count: Some(i64::from(r.restart_count)),
-        driver: Some("overlay2".into()),
-        platform: Some("linux".into()),
-        host_config: Some(HostConfig {
-            binds: Some(
-                d.binds
-                    .iter()
-                    .flatten()
-                    .map(|b| String::from(b.clone()))
-                    .collect(),
-            ),
-            network_mode: Some(networks::network_mode(r)),
-            port_bindings: Some(networks::port_bindings(r)),
-            publish_all_ports: Some(r.api.network.publish_all),
-            dns: Some(
-                r.api
-                    .network
-                    .dns
-                    .servers
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect(),
-            ),
-            dns_search: Some(r.api.network.dns.search.clone()),
-            dns_options: Some(r.api.network.dns.options.clone()),
-            extra_hosts: Some(
-                r.api
-                    .network
-                    .extra_hosts
-                    .iter()
-                    .map(|(n, ip)| format!("{n}:{ip}"))
-                    .collect(),
-            ),
-            pid_mode: Some(
-                if shares(d, HostNamespace::Pid) {
-                    "host"
-                } else {
-                    ""
-                }
-                .into(),
-            ),
-            ipc_mode: Some(
-                if shares(d, HostNamespace::Ipc) {
-                    "host"
-                } else {
-                    "private"
-                }
-                .into(),
-            ),
-            uts_mode: Some(
-                if shares(d, HostNamespace::Uts) {
-                    "host"
-                } else {
-                    ""
-                }
-                .into(),
-            ),
-            restart_policy: Some(RestartPolicy {
-                name: Some(match crate::engine::restart_policy(d, r.service) {
-                    Restart::Always => RestartPolicyNameEnum::ALWAYS,
-                    Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
-                    Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-                    Restart::No => RestartPolicyNameEnum::NO,
-                }),
-                maximum_retry_count: Some(
-                    if crate::engine::restart_policy(d, r.service) == Restart::OnFailure {
-                        i64::from(d.max_retries())
-                    } else {
-                        0
-                    },
-                ),
-            }),
-            auto_remove: Some(r.api.auto_remove),
-            privileged: Some(d.privileged.unwrap_or(false)),
-            readonly_rootfs: Some(d.readonly_rootfs.unwrap_or(false)),
-            init: d.init,
-            cap_add: Some(
-                d.cap_add
-                    .iter()
-                    .flatten()
-                    .map(|c| c.as_str().to_owned())
-                    .collect(),
-            ),
-            cap_drop: Some(
-                d.cap_drop
-                    .iter()
-                    .flatten()
-                    .map(|c| c.as_str().to_owned())
-                    .collect(),
-            ),
-            memory: Some(res.memory.map(|m| m.get() as i64).unwrap_or(0)),
-            pids_limit: Some(i64::from(res.pids.unwrap_or(0))),
-            nano_cpus: Some(res.cpus.map(|c| (c.get() * 1e9) as i64).unwrap_or(0)),
-            blkio_weight: Some(res.io_weight.unwrap_or(0)),
-            security_opt: Some(
-                [
-                    (d.seccomp == Some(false)).then_some("seccomp=unconfined"),
-                    (d.confined_paths == Some(false)).then_some("systempaths=unconfined"),
-                ]
-                .into_iter()
-                .flatten()
-                .map(str::to_owned)
-                .collect(),
-            ),
-            ..Default::default()
-        }),
-        config: Some(ContainerConfig {
-            hostname: snap.spec.as_ref().and_then(|s| s.hostname().clone()),
-            env: Some(env),
-            cmd: d.command.clone(),
-            entrypoint: d.entrypoint.clone(),
-            image: Some(r.image.clone()),
-            working_dir: process
-                .as_ref()
-                .map(|p| p.cwd().to_string_lossy().into_owned()),
-            user: Some(d.user.clone().unwrap_or_default()),
-            labels: Some(labels(snap)),
-            tty: Some(r.api.tty),
-            open_stdin: Some(r.api.open_stdin),
-            stdin_once: Some(r.api.stdin_once),
-            // A service's output is its log; nobody attached at create.
-            attach_stdin: Some(r.api.attach[0]),
-            attach_stdout: Some(r.service || r.api.attach[1]),
-            attach_stderr: Some(r.service || r.api.attach[2]),
-            stop_timeout: Some(d.stop_timeout().as_secs() as i64),
-            exposed_ports: Some(r.api.exposed_ports.clone()),
-            ..Default::default()
-        }),
-        mounts: Some(Vec::new()),
-        ..Default::default()
+/// Whether something created at `created` (RFC 3339) and labelled
+/// `labels` is kept out of a prune by its `until`, `label` and `label!`
+/// filters.
+pub fn prune_spares(
+    f: &Filters,
+    created: Option<&str>,
+    labels: &HashMap<String, String>,
+) -> Result<bool, ApiError> {
+    let label = |l: &str| match l.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(l),
     };
-    let mut v = serde_json::to_value(&response).unwrap_or(Value::Null);
-    v["NetworkSettings"] =
-        networks::settings(r, net.bridge, &net.netns, r.state.status == Status::Running);
-    v["Corral"] = serde_json::json!({
-        "Service": r.service,
-        "Definition": serde_json::to_value(d).unwrap_or(Value::Null),
-        "Capabilities": caps,
-        // Why the image's service definition grants what it does.
-        "Reasons": reasons_json(reasons),
-    });
-    v
+    if !f.matches("label", label) || (f.has("label!") && f.matches("label!", label)) {
+        return Ok(true);
+    }
+    if let Some(bounds) = f.0.get("until") {
+        let created = created
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for b in bounds {
+            if created >= until(b)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+pub const PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
+
+/// `container prune`: every container not running (created or exited),
+/// with its filesystem; not the system config's services.
+async fn prune(engine: &Arc<Engine>, q: &Query) -> ApiResult {
+    let f = Filters::parse(q.get("filters").map(String::as_str), PRUNE_FILTERS)?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for snap in engine.list() {
+        let r = &snap.record;
+        if r.service || matches!(r.state.status, Status::Running | Status::Restarting) {
+            continue;
+        }
+        if prune_spares(&f, Some(&r.created), &labels(&snap))? {
+            continue;
+        }
+        let size = engine.rw_size(&r.id);
+        match engine.remove(&r.id, false).await {
+            Ok(()) => {
+                reclaimed += size;
+                deleted.push(r.id.clone());
+            }
+            // Started meanwhile, or gone: not pruned, as with Docker.
+            Err(e) => log::debug!("prune: {}: {e}", r.name),
+        }
+    }
+    Ok(json_response(
+        200,
+        &bollard_stubs::models::ContainerPruneResponse {
+            containers_deleted: Some(deleted),
+            space_reclaimed: Some(reclaimed as i64),
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reasons_become_an_object() {
-        let v = reasons_json(Some(
-            "cap-add.NET_ADMIN: sets addresses\nhost-namespaces.net: the host's links: all of them",
-        ));
-        assert_eq!(v["cap-add.NET_ADMIN"], "sets addresses");
-        assert_eq!(v["host-namespaces.net"], "the host's links: all of them");
-        assert_eq!(reasons_json(None), serde_json::json!({}));
-    }
 
     #[test]
     fn signals_parse_by_name_and_number() {

@@ -53,6 +53,7 @@ const SUPPORTED: &[&str] = &[
     "HostConfig.Init",
     "HostConfig.Memory",
     "HostConfig.PidsLimit",
+    "HostConfig.Ulimits",
     "HostConfig.NanoCpus",
     "HostConfig.BlkioWeight",
     "HostConfig.NetworkMode",
@@ -81,12 +82,6 @@ fn client_default(path: &str, v: &Value) -> bool {
         _ => false,
     }
 }
-
-/// What the unsupported fields a user is likeliest to hit are for.
-const WHY: &[(&str, &str)] = &[(
-    "HostConfig.Ulimits",
-    "--ulimit is not supported by this engine yet",
-)];
 
 /// A create request, translated.
 #[derive(Debug)]
@@ -121,12 +116,9 @@ pub fn parse(bytes: &[u8]) -> Result<Create, ApiError> {
         )));
     }
     if let Some((path, value)) = unsupported(&typed, "") {
-        let why = WHY
-            .iter()
-            .find(|(p, _)| *p == path || path.starts_with(&format!("{p}.")))
-            .map(|(_, w)| format!(": {w}"))
-            .unwrap_or_else(|| " is not supported by this engine".to_owned());
-        return Err(ApiError::bad(format!("{path}: {value}{why}")));
+        return Err(ApiError::bad(format!(
+            "{path}: {value} is not supported by this engine"
+        )));
     }
     translate(body)
 }
@@ -451,6 +443,25 @@ fn host_config(
             ))
         }
         m => res.memory = Some(ByteSize::bytes(m as u64)),
+    }
+    for u in h.ulimits.iter().flatten() {
+        let (soft, hard) = (u.soft.unwrap_or(0), u.hard.unwrap_or(0));
+        let name = u.name.clone().unwrap_or_default();
+        if soft < 0 || hard < 0 || soft > hard {
+            return Err(ApiError::bad(format!(
+                "HostConfig.Ulimits: {name}: ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            )));
+        }
+        let ulimit = crate::state::Ulimit {
+            name,
+            soft: soft as u64,
+            hard: hard as u64,
+        };
+        ulimit
+            .rlimit_type()
+            .map_err(|e| ApiError::bad(format!("HostConfig.Ulimits: {e}")))?;
+        fields.ulimits.retain(|x| x.name != ulimit.name);
+        fields.ulimits.push(ulimit);
     }
     if let Some(p) = h.pids_limit.filter(|p| *p > 0) {
         res.pids =
@@ -798,9 +809,16 @@ mod tests {
             (
                 (
                     "\"Ulimits\":null",
-                    "\"Ulimits\":[{\"Name\":\"nofile\",\"Soft\":1,\"Hard\":2}]",
+                    "\"Ulimits\":[{\"Name\":\"nofile\",\"Soft\":3,\"Hard\":2}]",
                 ),
-                "--ulimit is not supported",
+                "HostConfig.Ulimits: nofile: ulimit soft limit must be less than or equal to hard limit: 3 > 2",
+            ),
+            (
+                (
+                    "\"Ulimits\":null",
+                    "\"Ulimits\":[{\"Name\":\"nofiles\",\"Soft\":1,\"Hard\":2}]",
+                ),
+                "HostConfig.Ulimits: invalid ulimit type: nofiles",
             ),
             (
                 ("\"KernelMemory\":0", "\"KernelMemory\":1048576"),

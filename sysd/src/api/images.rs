@@ -1,11 +1,12 @@
-//! `/images/...`: list, inspect, load and remove.
+//! `/images/...`: list, inspect, history, load, tag, remove and prune.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bollard_stubs::models::{
-    ImageConfig, ImageDeleteResponseItem, ImageInspect, ImageInspectRootFs, ImageSummary,
+    ImageConfig, ImageDeleteResponseItem, ImageHistoryResponseItem, ImageInspect,
+    ImageInspectRootFs, ImagePruneResponse, ImageSummary,
 };
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,14 +21,17 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
     match (req.method().clone(), rest) {
         (Method::GET, ["json"]) => list(engine).await,
         (Method::POST, ["load"]) => load(engine, req, flag(&q, "quiet")).await,
-        // Pulls, pushes, save, search, prune, build's commit; tag and
-        // history of an image.
-        (Method::POST, ["create" | "prune"])
-        | (Method::GET, ["get" | "search"])
-        | (Method::POST, [_, .., "push" | "tag"])
-        | (Method::GET, [_, .., "history" | "get"]) => {
-            Err(super::not_yet(req.method(), req.uri().path()))
+        (Method::POST, ["prune"]) => prune(engine, &q).await,
+        (Method::POST, [name @ .., "tag"]) if !name.is_empty() => tag(engine, &name.join("/"), &q),
+        (Method::GET, [name @ .., "history"]) if !name.is_empty() => {
+            let image = lookup(engine, &name.join("/"))?;
+            Ok(json_response(200, &history(&image)))
         }
+        // Pulls, pushes, save and search.
+        (Method::POST, ["create"])
+        | (Method::GET, ["get" | "search"])
+        | (Method::POST, [_, .., "push"])
+        | (Method::GET, [_, .., "get"]) => Err(super::not_yet(req.method(), req.uri().path())),
         (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;
@@ -51,6 +55,7 @@ pub fn image_error(reference: &str, e: corral_image::Error) -> ApiError {
             ApiError::new(404, format!("No such image: {reference}"))
         }
         corral_image::Error::InUse(_) => ApiError::new(409, e.to_string()),
+        corral_image::Error::InvalidReference(_) => ApiError::bad(e.to_string()),
         other => ApiError::bad(other.to_string()),
     }
 }
@@ -74,7 +79,7 @@ fn labels(image: &corral_image::Image) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-fn summary(image: &corral_image::Image) -> ImageSummary {
+pub(super) fn summary(image: &corral_image::Image) -> ImageSummary {
     ImageSummary {
         id: image.id.clone(),
         parent_id: String::new(),
@@ -191,7 +196,15 @@ async fn remove(engine: &Arc<Engine>, reference: &str) -> ApiResult {
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| image_error(reference, e))?;
-    let list: Vec<ImageDeleteResponseItem> = removed
+    Ok(json_response(200, &delete_items(engine, removed)))
+}
+
+/// What a removal did, announced as events and in the API's shape.
+fn delete_items(
+    engine: &Arc<Engine>,
+    removed: Vec<corral_image::Removed>,
+) -> Vec<ImageDeleteResponseItem> {
+    removed
         .into_iter()
         .inspect(|r| {
             let (action, what) = match r {
@@ -211,6 +224,132 @@ async fn remove(engine: &Arc<Engine>, reference: &str) -> ApiResult {
                 deleted: Some(id),
             },
         })
+        .collect()
+}
+
+/// `docker tag SOURCE TARGET`: `repo` and `tag` name the new reference.
+fn tag(engine: &Arc<Engine>, reference: &str, q: &super::Query) -> ApiResult {
+    let repo = q
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad("repository name (repo=) must have at least one component"))?;
+    let name = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.clone(),
+    };
+    engine
+        .images()
+        .tag(reference, &name)
+        .map_err(|e| image_error(reference, e))?;
+    let name = corral_image::reference::normalize(&name).unwrap_or(name);
+    let attrs = std::collections::BTreeMap::from([("name".to_owned(), name.clone())]);
+    engine.events().emit("image", "tag", &name, attrs);
+    Ok(super::empty(201))
+}
+
+/// `docker history`: the config's history, newest first, each step that
+/// made a layer with that layer's size; the newest carries the image's
+/// id and names, the others `<missing>` as for any image not built here.
+pub fn history(image: &corral_image::Image) -> Vec<ImageHistoryResponseItem> {
+    let sizes: Vec<i64> = image
+        .layers
+        .iter()
+        .map(|l| corral_image::dir_size(l) as i64)
         .collect();
-    Ok(json_response(200, &list))
+    let steps = image.config.history().clone().unwrap_or_default();
+    let mut layer = 0;
+    let mut out: Vec<ImageHistoryResponseItem> = if steps.is_empty() {
+        // No history recorded: one step per layer.
+        sizes
+            .iter()
+            .map(|s| ImageHistoryResponseItem {
+                id: "<missing>".into(),
+                created: unix_time(image.created.as_deref()),
+                created_by: String::new(),
+                tags: Vec::new(),
+                size: *s,
+                comment: String::new(),
+            })
+            .collect()
+    } else {
+        steps
+            .iter()
+            .map(|h| {
+                let size = if h.empty_layer().unwrap_or(false) {
+                    0
+                } else {
+                    layer += 1;
+                    sizes.get(layer - 1).copied().unwrap_or(0)
+                };
+                ImageHistoryResponseItem {
+                    id: "<missing>".into(),
+                    created: unix_time(h.created().as_deref()),
+                    created_by: h.created_by().clone().unwrap_or_default(),
+                    tags: Vec::new(),
+                    size,
+                    comment: h.comment().clone().unwrap_or_default(),
+                }
+            })
+            .collect()
+    };
+    out.reverse();
+    if let Some(top) = out.first_mut() {
+        top.id = image.id.clone();
+        top.tags = image.names.clone();
+    }
+    out
+}
+
+/// `image prune`: images no container uses; only those without a name
+/// unless the `dangling=false` filter (`-a`) asks for all.
+async fn prune(engine: &Arc<Engine>, q: &super::Query) -> ApiResult {
+    let mut known = super::containers::PRUNE_FILTERS.to_vec();
+    known.push("dangling");
+    let f = super::containers::Filters::parse(q.get("filters").map(String::as_str), &known)?;
+    let all = f.has("dangling") && f.matches("dangling", |d| matches!(d, "0" | "false"));
+    let store = engine.images().clone();
+    let images = store.list().map_err(ApiError::internal)?;
+    let layer_sizes = |imgs: &[corral_image::Image]| -> HashMap<std::path::PathBuf, u64> {
+        imgs.iter()
+            .flat_map(|i| i.layers.iter())
+            .map(|l| (l.clone(), corral_image::dir_size(l)))
+            .collect()
+    };
+    let before = layer_sizes(&images);
+    let mut deleted = Vec::new();
+    for image in &images {
+        if (!all && !image.names.is_empty()) || engine.image_in_use(&image.id) {
+            continue;
+        }
+        if super::containers::prune_spares(&f, image.created.as_deref(), &labels(image))? {
+            continue;
+        }
+        let (s, e, id) = (store.clone(), engine.clone(), image.id.clone());
+        let removed =
+            tokio::task::spawn_blocking(move || s.remove(&id, &|img| e.image_in_use(&img.id)))
+                .await
+                .map_err(ApiError::internal)?;
+        match removed {
+            Ok(items) => deleted.extend(delete_items(engine, items)),
+            Err(e) => log::debug!("image prune: {}: {e}", image.id),
+        }
+    }
+    let after: std::collections::HashSet<_> = store
+        .list()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .flat_map(|i| i.layers)
+        .collect();
+    let reclaimed: u64 = before
+        .iter()
+        .filter(|(l, _)| !after.contains(*l))
+        .map(|(_, s)| s)
+        .sum();
+    Ok(json_response(
+        200,
+        &ImagePruneResponse {
+            images_deleted: Some(deleted),
+            space_reclaimed: Some(reclaimed as i64),
+        },
+    ))
 }

@@ -16,6 +16,7 @@
 //! Content-Type exactly `application/json` (with a `charset` suffix the
 //! CLI prints the raw JSON); no request can take the daemon down.
 
+mod archive;
 pub mod attach;
 mod config;
 pub mod containers;
@@ -27,6 +28,7 @@ mod networks;
 mod stats;
 pub mod streams;
 pub mod system;
+mod top;
 mod volumes;
 
 use std::collections::HashMap;
@@ -283,6 +285,17 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
             events::events(engine, &parse_query(req.uri().query()))
         }
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
+        Some("system") if req.method() == Method::GET && parts == ["system", "df"] => {
+            system::df(engine).await
+        }
+        Some("networks") if req.method() == Method::POST && parts == ["networks", "prune"] => {
+            networks::prune()
+        }
+        // `system prune` prunes the build cache too: the classic builder
+        // keeps none apart from images, which `image prune` covers.
+        Some("build") if req.method() == Method::POST && parts == ["build", "prune"] => Ok(
+            json_response(200, &json!({ "CachesDeleted": [], "SpaceReclaimed": 0 })),
+        ),
         Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
     }

@@ -196,6 +196,18 @@ pub fn settings(record: &Record, bridge: Option<&Bridge>, netns: &str, running: 
     })
 }
 
+/// `POST /networks/prune` (what `docker system prune` calls first):
+/// networks no container uses. This engine has only its default bridge,
+/// which is never pruned, so there is nothing to remove yet.
+pub fn prune() -> super::ApiResult {
+    Ok(super::json_response(
+        200,
+        &bollard_stubs::models::NetworkPruneResponse {
+            networks_deleted: Some(Vec::new()),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! `_ping`, `version` and `info`: what every client asks first.
+//! `_ping`, `version` and `info`: what every client asks first; and
+//! `system df`.
 //!
 //! The CLI reads the API version and OS from `_ping`'s headers (set on
 //! every answer by `api::handle`); without `API-Version` it falls back to
@@ -110,7 +111,8 @@ fn mem_total() -> i64 {
 pub fn info(engine: &Arc<Engine>) -> SystemInfo {
     let list = engine.list();
     let count = |s: Status| list.iter().filter(|c| c.record.state.status == s).count() as i64;
-    let running = count(Status::Running) + count(Status::Restarting);
+    let paused = list.iter().filter(|c| c.record.state.paused).count() as i64;
+    let running = count(Status::Running) + count(Status::Restarting) - paused;
     let images = engine.images().list().map(|l| l.len()).unwrap_or(0) as i64;
     let (kernel, host) = kernel_and_host();
     let cfg = engine.config();
@@ -123,8 +125,8 @@ pub fn info(engine: &Arc<Engine>) -> SystemInfo {
         id: Some(format!("corral-{}", cfg.role.name)),
         containers: Some(list.len() as i64),
         containers_running: Some(running),
-        containers_paused: Some(0),
-        containers_stopped: Some(list.len() as i64 - running),
+        containers_paused: Some(paused),
+        containers_stopped: Some(list.len() as i64 - running - paused),
         images: Some(images),
         driver: Some("overlay2".into()),
         driver_status: Some(vec![vec!["Backing Filesystem".into(), "overlayfs".into()]]),
@@ -180,6 +182,90 @@ pub fn info(engine: &Arc<Engine>) -> SystemInfo {
         ]),
         ..Default::default()
     }
+}
+
+/// `GET /system/df` in API 1.41's shape (`types.DiskUsage`), which the
+/// 20.10 CLI reads; newer models split it by type.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DiskUsage {
+    layers_size: i64,
+    images: Vec<bollard_stubs::models::ImageSummary>,
+    containers: Vec<bollard_stubs::models::ContainerSummary>,
+    volumes: Vec<bollard_stubs::models::Volume>,
+    /// The classic builder keeps no cache apart from images.
+    build_cache: Vec<serde_json::Value>,
+}
+
+/// `docker system df`: images with how many containers use each and how
+/// much of them is shared with other images, containers with what they
+/// wrote, volumes with their size and users.
+pub async fn df(engine: &Arc<Engine>) -> ApiResult {
+    let engine = engine.clone();
+    let usage = tokio::task::spawn_blocking(move || {
+        let images = engine.images().list().map_err(super::ApiError::internal)?;
+        let containers = engine.list();
+        let mut layer_users: HashMap<&std::path::Path, usize> = HashMap::new();
+        let mut layer_size: HashMap<&std::path::Path, u64> = HashMap::new();
+        for i in &images {
+            for l in &i.layers {
+                *layer_users.entry(l).or_default() += 1;
+                layer_size
+                    .entry(l)
+                    .or_insert_with(|| corral_image::dir_size(l));
+            }
+        }
+        let image_summaries = images
+            .iter()
+            .map(|i| {
+                let mut s = super::images::summary(i);
+                s.containers = containers
+                    .iter()
+                    .filter(|c| c.record.image_id == i.id)
+                    .count() as i64;
+                s.shared_size = i
+                    .layers
+                    .iter()
+                    .filter(|l| layer_users[l.as_path()] > 1)
+                    .map(|l| layer_size[l.as_path()] as i64)
+                    .sum();
+                s
+            })
+            .collect();
+        let bridge = engine.config().bridge.as_ref();
+        let container_summaries = containers
+            .iter()
+            .map(|c| {
+                let mounts = super::volumes::mount_points(&engine, &c.record);
+                let mut s = super::containers::summary(c, bridge, mounts);
+                let rw = engine.rw_size(&c.record.id) as i64;
+                let image = images
+                    .iter()
+                    .find(|i| i.id == c.record.image_id)
+                    .map(|i| i.size as i64)
+                    .unwrap_or(0);
+                s.size_rw = Some(rw);
+                s.size_root_fs = Some(rw + image);
+                s
+            })
+            .collect();
+        let volumes = engine
+            .volumes()
+            .list()
+            .iter()
+            .map(|v| super::volumes::view(&engine, v, true))
+            .collect();
+        Ok::<_, super::ApiError>(DiskUsage {
+            layers_size: layer_size.values().sum::<u64>() as i64,
+            images: image_summaries,
+            containers: container_summaries,
+            volumes,
+            build_cache: Vec::new(),
+        })
+    })
+    .await
+    .map_err(super::ApiError::internal)??;
+    Ok(json_response(200, &usage))
 }
 
 #[cfg(test)]

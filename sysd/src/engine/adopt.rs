@@ -129,6 +129,7 @@ impl Engine {
                 removed: watch::channel(None).0,
                 logs: broadcast::channel(256).0,
                 output: broadcast::channel(1024).0,
+                fs_lock: Default::default(),
                 record,
             };
             // What ended while no engine ran gets its restart policy now;

@@ -91,6 +91,7 @@ impl Engine {
         if api.tty {
             terminal_spec(&mut spec);
         }
+        ulimit_spec(&mut spec, &api.ulimits).map_err(EngineError::Invalid)?;
 
         let image_exposed = image_config.exposed_ports().clone().unwrap_or_default();
         self.plan_network(&id, &mut api, &mut spec, &image_exposed, warnings)?;
@@ -166,6 +167,7 @@ impl Engine {
             removed: watch::channel(None).0,
             logs: broadcast::channel(256).0,
             output: broadcast::channel(1024).0,
+            fs_lock: Default::default(),
         };
         self.lock().containers.insert(id.clone(), container);
         self.container_event(&id, "create", &[]);
@@ -203,4 +205,33 @@ pub(super) fn terminal_spec(spec: &mut oci_spec::runtime::Spec) {
         process.set_env(Some(env));
         spec.set_process(Some(process));
     }
+}
+
+/// `--ulimit`s as the process's rlimits, over any the spec had of the
+/// same type.
+pub(super) fn ulimit_spec(
+    spec: &mut oci_spec::runtime::Spec,
+    ulimits: &[crate::state::Ulimit],
+) -> std::result::Result<(), String> {
+    if ulimits.is_empty() {
+        return Ok(());
+    }
+    if let Some(mut process) = spec.process().clone() {
+        let mut rlimits = process.rlimits().clone().unwrap_or_default();
+        for u in ulimits {
+            let typ = u.rlimit_type()?;
+            rlimits.retain(|r| r.typ() != typ);
+            rlimits.push(
+                oci_spec::runtime::PosixRlimitBuilder::default()
+                    .typ(typ)
+                    .soft(u.soft)
+                    .hard(u.hard)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        process.set_rlimits(Some(rlimits));
+        spec.set_process(Some(process));
+    }
+    Ok(())
 }

@@ -108,6 +108,12 @@ impl Engine {
                     c.record.id
                 )));
             }
+            if c.record.state.paused {
+                return Err(EngineError::Conflict(format!(
+                    "Container {} is paused, unpause the container before exec",
+                    c.record.id
+                )));
+            }
         }
         let id = new_id()?;
         let exec = Arc::new(Exec {

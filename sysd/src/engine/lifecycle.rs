@@ -43,6 +43,7 @@ impl Engine {
         };
         exits.borrow_and_update();
         let _ = process.signal(Signal::SIGTERM);
+        self.thaw_for_signal(id);
         if tokio::time::timeout(timeout, exits.changed())
             .await
             .is_err()
@@ -74,7 +75,80 @@ impl Engine {
         })?;
         drop(inner);
         p.signal(signal).map_err(internal)?;
+        self.thaw_for_signal(id);
         self.container_event(id, "kill", &[("signal", (signal as i32).to_string())]);
+        Ok(())
+    }
+
+    /// A paused container is thawed once signalled, as Docker does, so
+    /// that it can act on the signal (a SIGKILL goes through anyway).
+    fn thaw_for_signal(&self, id: &str) {
+        let paused = self
+            .lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.record.state.paused);
+        if paused {
+            let cgroup = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id)));
+            if let Err(e) = cgroup.set_frozen(false) {
+                warn!("thawing {id} for a signal: {e}");
+            }
+            self.set_paused(id, false);
+        }
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.record.state.paused = paused;
+            let _ = self.states.save(&c.record);
+        }
+    }
+
+    /// `docker pause` (`pause = true`) and `unpause`: every process of
+    /// the container frozen or thawed by the cgroup freezer, as runc
+    /// does; it stays running, and its monitor and logs carry on.
+    pub async fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_none() || c.record.state.status != Status::Running {
+                return Err(EngineError::Conflict(format!(
+                    "Container {id} is not running"
+                )));
+            }
+            match (pause, c.record.state.paused) {
+                (true, true) => {
+                    return Err(EngineError::Conflict(format!(
+                        "Container {id} is already paused"
+                    )))
+                }
+                (false, false) => {
+                    return Err(EngineError::Conflict(format!(
+                        "Container {id} is not paused"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let cgroup = Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id)));
+        cgroup.set_frozen(pause).map_err(internal)?;
+        // The kernel freezes task by task; a frozen cgroup says so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cgroup.frozen().map_err(internal)? != pause {
+            if std::time::Instant::now() > deadline {
+                let _ = cgroup.set_frozen(false);
+                return Err(internal(format!(
+                    "the processes of {id} were not {} within 10 s",
+                    if pause { "frozen" } else { "thawed" }
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.set_paused(id, pause);
+        self.container_event(id, if pause { "pause" } else { "unpause" }, &[]);
         Ok(())
     }
 

@@ -31,6 +31,7 @@ use oci_spec::runtime::Spec;
 use tokio::sync::{broadcast, watch};
 
 mod adopt;
+mod archive;
 mod create;
 mod events;
 mod exec;
@@ -167,6 +168,9 @@ struct Container {
     /// The output as it is read, for attached clients (a prompt without
     /// a newline reaches them at once; the log waits for the line).
     output: broadcast::Sender<Chunk>,
+    /// Held shared by a copy (`docker cp`) and exclusively by a start:
+    /// a stopped container's filesystem is mounted by one at a time.
+    fs_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Output as read from a FIFO.
@@ -289,7 +293,7 @@ impl Engine {
 
     /// Starts a created or exited container.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
-        let (layers, name, generation, tty, stdin, size) = {
+        let (fs_lock, layers, name, generation, tty, stdin, size) = {
             let mut inner = self.lock();
             let c = inner
                 .containers
@@ -305,6 +309,7 @@ impl Engine {
             c.record.stopped_by_hand = false;
             c.generation += 1;
             (
+                c.fs_lock.clone(),
                 c.layers.clone(),
                 c.record.name.clone(),
                 c.generation,
@@ -313,6 +318,8 @@ impl Engine {
                 c.record.api.console_size,
             )
         };
+        // A copy out of or into the stopped filesystem finishes first.
+        let _fs = fs_lock.write_owned().await;
         if self
             .lock()
             .containers
@@ -435,6 +442,7 @@ impl Engine {
         let ran_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
         c.process = None;
         c.record.state.status = Status::Exited;
+        c.record.state.paused = false;
         c.record.state.pid = None;
         c.record.state.start_time = None;
         c.record.state.finished_at = Some(now());

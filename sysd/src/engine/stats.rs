@@ -117,6 +117,32 @@ fn read(path: &Path) -> String {
 }
 
 impl Engine {
+    /// The bytes a container wrote to its own filesystem (its upper
+    /// dir): Docker's `SizeRw`.
+    pub fn rw_size(&self, id: &str) -> u64 {
+        corral_image::dir_size(&self.data_dir(id).join("upper"))
+    }
+
+    /// The host pids of every process of a running container (its
+    /// cgroup's), for `docker top`.
+    pub fn container_pids(&self, id: &str) -> Result<Vec<i32>> {
+        {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchContainer(id.to_owned()))?;
+            if c.process.is_none() {
+                return Err(EngineError::Conflict(format!(
+                    "Container {id} is not running"
+                )));
+            }
+        }
+        corral_runtime::cgroup::Cgroup::open(&self.cfg.cgroup_root, Path::new(&self.cgroup_rel(id)))
+            .procs()
+            .map_err(super::internal)
+    }
+
     pub fn stats_sample(&self, id: &str) -> Result<Sample> {
         let (pid, running) = {
             let inner = self.lock();

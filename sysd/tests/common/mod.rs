@@ -4,7 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use corral_config::service::ServiceDef;
+use corral_sysd::engine::{Engine, ExecConfig};
+use tokio::io::AsyncReadExt;
+
+const LIMIT: Duration = Duration::from_secs(30);
 use corral_image::build::{write_oci_archive, ImageConfigSpec};
 
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -24,7 +31,7 @@ pub fn busybox_image(dir: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "echo", "cat", "grep", "hostname", "id", "ls", "sleep", "touch", "unshare", "wc",
-        "stty", "tty", "tr",
+        "stty", "tty", "tr", "ln", "stat", "mkdir",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -51,4 +58,52 @@ pub fn busybox_image(dir: &Path) -> PathBuf {
 
 pub fn def(toml: &str) -> ServiceDef {
     ServiceDef::parse(&format!("image = \"testbox\"\n{toml}")).unwrap()
+}
+
+/// All an exec's output on one of its streams.
+pub async fn read_to_end(fd: Option<std::os::fd::OwnedFd>) -> String {
+    let mut out = Vec::new();
+    if let Some(fd) = fd {
+        let mut r = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap();
+        tokio::time::timeout(LIMIT, r.read_to_end(&mut out))
+            .await
+            .expect("the exec's output did not end")
+            .unwrap();
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `cmd` in a running container as `docker exec` would: its exit
+/// code, output and error output, or the code and message of a refusal.
+pub async fn exec(
+    engine: &Arc<Engine>,
+    container: &str,
+    cmd: &[&str],
+    user: Option<&str>,
+) -> Result<(i64, String, String), (i64, String)> {
+    let id = engine
+        .exec_create(
+            container,
+            ExecConfig {
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                env: vec!["FROM_EXEC=1".into()],
+                user: user.map(str::to_owned),
+                attach: [false, true, true],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let e = engine.exec_get(&id).unwrap();
+    match engine.exec_start(&e, false).await {
+        Ok(mut s) => {
+            let out = read_to_end(s.stdout.take()).await;
+            let err = read_to_end(s.stderr.take()).await;
+            while !*s.done.borrow_and_update() {
+                s.done.changed().await.unwrap();
+            }
+            Ok((e.state().exit_code.unwrap(), out, err))
+        }
+        Err(Ok(f)) => Err((f.exit_code, f.message)),
+        Err(Err(e)) => panic!("exec start refused: {e}"),
+    }
 }
