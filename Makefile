@@ -75,6 +75,8 @@ $(OUT)/images/busybox.tar: images/busybox/build.sh $(ROOTFS_ETC) $(MKIMAGE) /bin
 $(OUT)/images/%.tar: $$(wildcard images/$$*/*) $(ROOTFS_ETC) $(GUEST_FILES) $(MKIMAGE)
 	@$(STAGE) "image $*" $(MKIMAGE) --recipe images/$*/image.toml \
 		--out-dir $(OUT) --output $@
+# The user engine's recipe copies the console's users (`docker top`).
+$(OUT)/images/user-engine.tar: images/console/passwd
 images: $(IMAGE_TARS)
 
 $(OUT)/initramfs.img: rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \

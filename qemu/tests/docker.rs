@@ -878,6 +878,23 @@ fn docker_cli_over_ssh() {
     );
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(o.stderr.trim(), "", "a closed pipe is not an error");
+    // corral run and exec drive the user engine as docker does: output
+    // split between stdout and stderr, exit codes passed on.
+    let o = ssh(
+        &vm,
+        &key,
+        "corral run --rm corral-test:1 sh -c 'echo out; echo err >&2; exit 3'; echo code=$?; \
+         corral run -d --name cbox corral-test:1 sleep 1000 >/dev/null; \
+         corral exec cbox sh -c 'echo in-$(hostname | wc -c); exit 4'; echo code=$?; \
+         corral rm -f cbox",
+    );
+    assert!(
+        o.stdout.contains("out\ncode=3\n") && o.stderr.contains("err"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(o.stdout.contains("in-13\ncode=4\ncbox\n"), "{}", o.stdout);
     assert!(o.stdout.starts_with("NAME"), "{}", o.stdout);
     let o = ssh(&vm, &key, "corral --host /nonexistent.sock ps");
     assert!(
@@ -1044,6 +1061,201 @@ fn docker_cli_over_ssh() {
     let o = docker.ok(&vm, &["exec", "cpbox", "cat", "/tmp/while-stopped"]);
     assert_eq!(o, "one file\n");
     docker.ok(&vm, &["rm", "-f", "cpbox"]);
+
+    // pause freezes every process (a ticker's output stops), shows as
+    // Paused, refuses exec; unpause lets it carry on; top lists it.
+    docker.ok(
+        &vm,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.2; done",
+        ],
+    );
+    docker.ok(&vm, &["pause", "ticker"]);
+    let st = docker.ok(
+        &vm,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.Paused}}",
+            "ticker",
+        ],
+    );
+    assert_eq!(st.trim(), "paused true");
+    let ps = docker.ok(
+        &vm,
+        &[
+            "ps",
+            "--filter",
+            "status=paused",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ],
+    );
+    assert!(
+        ps.starts_with("ticker Up") && ps.trim_end().ends_with("(Paused)"),
+        "{ps}"
+    );
+    let ticks = || docker.ok(&vm, &["logs", "ticker"]).lines().count();
+    std::thread::sleep(Duration::from_secs(1));
+    let frozen = ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ticks(), frozen, "a paused container wrote");
+    let o = docker.run(&["exec", "ticker", "true"]);
+    assert!(
+        !o.status.success() && text(&o).contains("is paused, unpause the container before exec"),
+        "{}",
+        text(&o)
+    );
+    let o = docker.run(&["pause", "ticker"]);
+    assert!(
+        !o.status.success() && text(&o).contains("is already paused"),
+        "{}",
+        text(&o)
+    );
+    docker.ok(&vm, &["unpause", "ticker"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(ticks() > frozen, "unpaused, the ticker did not carry on");
+    let top = docker.ok(&vm, &["top", "ticker"]);
+    let header: Vec<&str> = top
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+        "{top}"
+    );
+    assert!(
+        top.lines()
+            .any(|l| l.starts_with("root ") && l.contains("sh -c while true")),
+        "{top}"
+    );
+    docker.ok(&vm, &["rm", "-f", "ticker"]);
+
+    // tag, history, rmi of the second name only.
+    docker.ok(&vm, &["tag", "corral-test:1", "corral-test:copy"]);
+    let listed = docker.ok(
+        &vm,
+        &["images", "--format", "{{.Tag}} {{.ID}}", "corral-test"],
+    );
+    let ids: Vec<&str> = listed.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert!(ids.len() == 2 && ids[0] == ids[1], "{listed}");
+    let history = docker.ok(
+        &vm,
+        &[
+            "history",
+            "--format",
+            "{{.ID}} {{.Size}}",
+            "corral-test:copy",
+        ],
+    );
+    assert!(history.starts_with(ids[0]), "{history}");
+    let o = docker.ok(&vm, &["rmi", "corral-test:copy"]);
+    assert_eq!(o.trim(), "Untagged: corral-test:copy");
+    // save writes what Docker 20.10 loads (manifest.json) and OCI tools
+    // read; loaded back it is the same image.
+    let saved = cp.join("saved.tar");
+    docker.ok(&vm, &["tag", "corral-test:1", "saved:1"]);
+    docker.ok(
+        &vm,
+        &["save", "-o", &saved.display().to_string(), "saved:1"],
+    );
+    let listing = Command::new("tar").arg("tf").arg(&saved).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l == "manifest.json") && listing.lines().any(|l| l == "index.json"),
+        "{listing}"
+    );
+    docker.ok(&vm, &["rmi", "saved:1"]);
+    let o = docker.ok(&vm, &["load", "-i", &saved.display().to_string()]);
+    assert_eq!(o.trim(), "Loaded image: saved:1");
+    let both = docker.ok(
+        &vm,
+        &["inspect", "--format", "{{.Id}}", "saved:1", "corral-test:1"],
+    );
+    let both: Vec<&str> = both.lines().collect();
+    assert!(both.len() == 2 && both[0] == both[1], "{both:?}");
+    docker.ok(&vm, &["rmi", "saved:1"]);
+    let o = docker.run(&["save", "-o", &saved.display().to_string(), "never-loaded:2"]);
+    assert!(
+        !o.status.success() && text(&o).contains("No such image: never-loaded:2"),
+        "{}",
+        text(&o)
+    );
+
+    // Prunes: by label, then everything stopped; images and the build
+    // cache (none) with system prune; system df counts what is left.
+    docker.ok(
+        &vm,
+        &[
+            "create",
+            "--name",
+            "pruned",
+            "--label",
+            "prune=yes",
+            "corral-test:1",
+        ],
+    );
+    docker.ok(&vm, &["create", "--name", "spared", "corral-test:1"]);
+    let o = docker.ok(
+        &vm,
+        &["container", "prune", "-f", "--filter", "label=prune=yes"],
+    );
+    assert!(o.starts_with("Deleted Containers:"), "{o}");
+    let left = docker.ok(&vm, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        left.lines().any(|l| l == "spared") && !left.contains("pruned"),
+        "{left}"
+    );
+    let o = docker.ok(&vm, &["system", "prune", "-f"]);
+    assert!(
+        o.contains("Deleted Containers:") && o.contains("Total reclaimed space:"),
+        "{o}"
+    );
+    let left = docker.ok(
+        &vm,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "status=exited",
+            "--filter",
+            "status=created",
+            "-q",
+        ],
+    );
+    assert_eq!(
+        left.trim(),
+        "",
+        "stopped containers left after system prune"
+    );
+    let df = docker.ok(
+        &vm,
+        &[
+            "system",
+            "df",
+            "--format",
+            "{{.Type}} {{.TotalCount}} {{.Active}}",
+        ],
+    );
+    assert!(df.lines().any(|l| l.starts_with("Images 1 ")), "{df}");
+    assert!(
+        df.lines().any(|l| l.starts_with("Local Volumes 1 ")),
+        "{df}"
+    );
+    assert!(df.lines().any(|l| l.starts_with("Build Cache 0")), "{df}");
+    let images = docker.ok(&vm, &["image", "prune", "-f"]);
+    assert!(images.contains("Total reclaimed space: 0B"), "{images}");
+    assert_eq!(docker.ok(&vm, &["images", "-q"]).lines().count(), 1);
 
     // Across a reboot: the image and the containers are on the state
     // disk; `always` comes back, an `unless-stopped` stopped by hand stays

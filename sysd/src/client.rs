@@ -57,17 +57,7 @@ impl Client {
         body: Body,
         content_type: Option<&str>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = self.connect().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://corral/v1.41{path}"))
@@ -77,6 +67,56 @@ impl Client {
         }
         let response = sender.send_request(req.body(body)?).await?;
         Ok(response)
+    }
+
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Upgrades allowed: `hijack` takes the connection over.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// A POST whose connection the engine takes over (`attach`, `exec
+    /// start`): the raw stream after the engine's `101`, as the docker CLI
+    /// asks for it (`Upgrade: tcp`).
+    pub async fn hijack(
+        &self,
+        path: &str,
+        json: Option<&Value>,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let mut sender = self.connect().await?;
+        let body = match json {
+            Some(v) => Full::new(Bytes::from(v.to_string())).boxed(),
+            None => Empty::new().boxed(),
+        };
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://corral/v1.41{path}"))
+            .header(hyper::header::HOST, "corral")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "tcp")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(body)?;
+        let response = sender.send_request(req).await?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = response.into_body().collect().await?.to_bytes();
+            check(status, bytes)?;
+            return Err(ClientError::Api {
+                status,
+                message: format!("{path}: the engine answered {status}, not 101 (an upgrade)"),
+            });
+        }
+        Ok(TokioIo::new(hyper::upgrade::on(response).await?))
     }
 
     /// A request whose answer is read whole; 4xx and 5xx become

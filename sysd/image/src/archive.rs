@@ -393,6 +393,11 @@ fn read_docker(staged: &Staged<'_>) -> Result<Vec<ImageSource>> {
     Ok(out)
 }
 
+/// Where the staged archive holds a layer's blob.
+pub(crate) fn staged_path(dir: &Path, layer: &LayerSource) -> Result<PathBuf> {
+    Staged::open(dir)?.path(&layer.path)
+}
+
 /// Unpacks a layer into `dest`, checking the blob's digest and size and
 /// the uncompressed stream's diff id.
 pub(crate) fn unpack_verified(dir: &Path, layer: &LayerSource, dest: &Path) -> Result<Unpacked> {

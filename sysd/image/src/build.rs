@@ -34,7 +34,7 @@ fn epoch() -> u64 {
         .unwrap_or(0)
 }
 
-fn spec_err(e: impl std::fmt::Display) -> Error {
+pub(crate) fn spec_err(e: impl std::fmt::Display) -> Error {
     Error::Malformed(format!("building the image: {e}"))
 }
 
@@ -147,6 +147,16 @@ pub fn write_oci_archive(
             br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
         ),
         ("index.json".into(), index_bytes),
+        // Docker 20.10's `load` reads only this (docker-archive) form.
+        (
+            "manifest.json".into(),
+            serde_json::to_vec(&serde_json::json!([{
+                "Config": blob_path(&config_digest),
+                "RepoTags": [name],
+                "Layers": [blob_path(&layer_digest)],
+            }]))
+            .map_err(spec_err)?,
+        ),
         (blob_path(&config_digest), config_bytes),
         (blob_path(&layer_digest), layer_blob),
         (blob_path(&manifest_digest), manifest_bytes),
@@ -175,19 +185,19 @@ pub fn write_oci_archive(
     Ok(config_digest)
 }
 
-fn blob_path(digest: &str) -> String {
+pub(crate) fn blob_path(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
 /// JSON with object keys sorted (maps from oci-spec are HashMaps).
-fn canonical<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+pub(crate) fn canonical<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
     let value: serde_json::Value = serde_json::to_value(v).map_err(spec_err)?;
     // serde_json's Value map is a BTreeMap (no preserve_order feature),
     // so re-serialising sorts every object's keys.
     serde_json::to_vec(&value).map_err(spec_err)
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+pub(crate) fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
     h.set_mode(mode);

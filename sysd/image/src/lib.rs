@@ -8,18 +8,21 @@
 //! layers/<hex>/           one unpacked layer, named by its diff id, in
 //!                         overlayfs format (whiteouts are 0:0 char devices,
 //!                         opaque dirs carry trusted.overlay.opaque=y)
+//! layer-blobs/<hex>       the layer as the archive carried it (compressed
+//!                         or not), by diff id: what `save` writes out
 //! tmp/                    imports in progress; emptied when the store opens
 //! ```
 //!
 //! An import stages the archive, verifies every blob (digest and size) and
-//! every layer's diff id while unpacking it, and only then writes the
-//! config and the index. On any error the layers it made are removed, so a
+//! every layer's diff id while unpacking it, keeps the layer's blob, and
+//! only then writes the config and the index. On any error the layers it made are removed, so a
 //! failed import leaves the store as it was.
 
 mod archive;
 pub mod build;
 mod digest;
 pub mod reference;
+mod save;
 mod unpack;
 
 use std::collections::HashSet;
@@ -150,7 +153,7 @@ impl Store {
     /// interrupted import left.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        for d in ["blobs/sha256", "layers", "layer-blobs", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -187,7 +190,11 @@ impl Store {
             .flat_map(|i| i.layers.iter().map(String::as_str))
             .collect();
         let configs: HashSet<&str> = index.images.iter().map(|i| hex_of(&i.id)).collect();
-        for (dir, keep) in [("layers", &layers), ("blobs/sha256", &configs)] {
+        for (dir, keep) in [
+            ("layers", &layers),
+            ("layer-blobs", &layers),
+            ("blobs/sha256", &configs),
+        ] {
             let dir = self.root.join(dir);
             for e in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
                 let name = e.file_name();
@@ -226,6 +233,12 @@ impl Store {
 
     fn layer_dir(&self, diff_hex: &str) -> PathBuf {
         self.root.join("layers").join(diff_hex)
+    }
+
+    /// The layer's blob as imported; absent for a layer an earlier
+    /// release imported.
+    fn layer_blob(&self, diff_hex: &str) -> PathBuf {
+        self.root.join("layer-blobs").join(diff_hex)
     }
 
     fn config_path(&self, id: &str) -> PathBuf {
@@ -307,6 +320,14 @@ impl Store {
                         fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
                         made.push(dir);
                         size += unpacked.size;
+                    }
+                    // The blob as verified, for `save`: moved out of the
+                    // staging area, which goes with this import anyway.
+                    let blob = self.layer_blob(&hex);
+                    if !blob.exists() {
+                        let staged = archive::staged_path(&archive_dir, layer)?;
+                        fs::rename(&staged, &blob).map_err(io_err(&blob))?;
+                        made.push(blob);
                     }
                     layers.push(hex);
                 }
@@ -391,6 +412,7 @@ impl Store {
         for l in &entry.layers {
             if !still.contains(l) {
                 let _ = remove_all(&self.layer_dir(l));
+                let _ = fs::remove_file(self.layer_blob(l));
             }
         }
         let _ = fs::remove_file(self.config_path(&entry.id));

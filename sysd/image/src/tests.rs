@@ -322,7 +322,7 @@ fn write_archive(p: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
 fn assert_store_empty(store: &Store) {
     assert!(store.list().unwrap().is_empty());
-    for d in ["layers", "blobs/sha256", "tmp"] {
+    for d in ["layers", "layer-blobs", "blobs/sha256", "tmp"] {
         let n = fs::read_dir(store.root().join(d)).unwrap().count();
         assert_eq!(n, 0, "{d} is not empty after a failed import");
     }
@@ -446,4 +446,62 @@ fn docker_archives_load_with_their_tags_and_verified_diff_ids() {
     let err = store2.load(&p).unwrap_err().to_string();
     assert!(err.contains("l2/layer.tar"), "{err}");
     assert_store_empty(&store2);
+}
+
+#[test]
+fn saved_images_load_back_with_the_same_ids_and_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    rootfs(&tmp.path().join("root"));
+    let archive = tmp.path().join("img.tar");
+    let id = write_oci_archive(&tmp.path().join("root"), "hello", &spec(), &archive).unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    store.load(&archive).unwrap();
+    store.tag("hello", "hello:two").unwrap();
+
+    let mut saved = Vec::new();
+    store
+        .save(&["hello:two".into(), id[7..19].to_owned()], &mut saved)
+        .unwrap();
+    // Both formats: Docker 20.10's manifest.json and the OCI layout.
+    let files = {
+        let mut a = tar::Archive::new(&saved[..]);
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect::<Vec<_>>()
+    };
+    for f in ["manifest.json", "index.json", "oci-layout"] {
+        assert!(files.iter().any(|p| p == f), "{f} missing in {files:?}");
+    }
+    let other = Store::open(tmp.path().join("other")).unwrap();
+    let loaded = other.load_reader(&saved[..]).unwrap();
+    assert_eq!(
+        loaded,
+        vec![Loaded {
+            id: id.clone(),
+            names: vec!["hello:two".into()]
+        }]
+    );
+    let img = other.get("hello:two").unwrap();
+    assert_eq!(
+        fs::read(img.layers[0].join("bin/hello")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    // Saved again from the second store: the same bytes (the same blobs).
+    let mut again = Vec::new();
+    other.save(&["hello:two".into()], &mut again).unwrap();
+    let mut first = Vec::new();
+    store.save(&["hello:two".into()], &mut first).unwrap();
+    assert_eq!(first, again);
+
+    // A layer imported without its blob kept (an earlier release).
+    for e in fs::read_dir(store.root().join("layer-blobs")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let e = store.save(&["hello".into()], io::sink()).unwrap_err();
+    assert!(e.to_string().contains("load it again to save it"), "{e}");
+    assert!(matches!(
+        store.save(&["nope".into()], io::sink()),
+        Err(Error::NotFound(_))
+    ));
 }

@@ -5,7 +5,7 @@
 //! ([`Engine::in_root`]); archives stream both ways through channels, so
 //! neither is held in memory or spooled to disk.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -16,6 +16,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
+use super::streams::{ChannelBody, ChannelWriter};
 use super::{flag, parse_query, ApiError, ApiResult, Body};
 use crate::archive::{self, ArchiveError, ExtractOptions, PathStat};
 use crate::engine::Engine;
@@ -132,40 +133,6 @@ fn set_stat(r: &mut Response<Body>, stat: &PathStat) -> Result<(), ApiError> {
         HeaderValue::from_str(&value).map_err(ApiError::internal)?,
     );
     Ok(())
-}
-
-/// The response body, fed by the thread that writes the archive.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.get_mut()
-            .0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
-/// The archive as it is written, to the response body; a client gone
-/// away ends the writing with a broken pipe.
-struct ChannelWriter(mpsc::Sender<Bytes>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The uploaded archive as it arrives, for the extracting thread.

@@ -1,4 +1,5 @@
-//! `/images/...`: list, inspect, history, load, tag, remove and prune.
+//! `/images/...`: list, inspect, history, load, save, tag, remove and
+//! prune.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,11 +28,14 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
             let image = lookup(engine, &name.join("/"))?;
             Ok(json_response(200, &history(&image)))
         }
-        // Pulls, pushes, save and search.
+        (Method::GET, ["get"]) => save(engine, super::query_all(req.uri().query(), "names")).await,
+        (Method::GET, [name @ .., "get"]) if !name.is_empty() => {
+            save(engine, vec![name.join("/")]).await
+        }
+        // Pulls, pushes and search.
         (Method::POST, ["create"])
-        | (Method::GET, ["get" | "search"])
-        | (Method::POST, [_, .., "push"])
-        | (Method::GET, [_, .., "get"]) => Err(super::not_yet(req.method(), req.uri().path())),
+        | (Method::GET, ["search"])
+        | (Method::POST, [_, .., "push"]) => Err(super::not_yet(req.method(), req.uri().path())),
         (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;
@@ -352,4 +356,66 @@ async fn prune(engine: &Arc<Engine>, q: &super::Query) -> ApiResult {
             space_reclaimed: Some(reclaimed as i64),
         },
     ))
+}
+
+/// `docker save`: the archive streams out as it is written. Whatever
+/// stops it before its first byte (an image not there, one whose layer
+/// archives were not kept) is an error answer, not a cut archive.
+async fn save(engine: &Arc<Engine>, names: Vec<String>) -> ApiResult {
+    if names.is_empty() {
+        return Err(ApiError::bad("no image names given (names=)"));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let store = engine.images().clone();
+    let shown = names.join(" ");
+    tokio::task::spawn_blocking(move || {
+        let mut out = FirstWrite {
+            inner: super::streams::ChannelWriter(tx),
+            started: Some(started_tx),
+        };
+        let result = store.save(&names, &mut out);
+        match (result, out.started.take()) {
+            (Err(e), Some(before)) => {
+                let _ = before.send(Err(e));
+            }
+            (Err(e), None) => log::warn!("docker save {}: {e}", names.join(" ")),
+            (Ok(()), Some(before)) => {
+                let _ = before.send(Ok(()));
+            }
+            (Ok(()), None) => {}
+        }
+    });
+    match started.await {
+        Ok(Ok(())) => {}
+        Ok(Err(corral_image::Error::NotFound(n))) => {
+            return Err(image_error(&n.clone(), corral_image::Error::NotFound(n)))
+        }
+        Ok(Err(e)) => return Err(image_error(&shown, e)),
+        Err(_) => return Err(ApiError::internal("docker save ended without an answer")),
+    }
+    let mut r = hyper::Response::new(BodyExt::boxed(super::streams::ChannelBody(rx)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(r)
+}
+
+/// A writer that says when its first byte is written.
+struct FirstWrite {
+    inner: super::streams::ChannelWriter,
+    started: Option<tokio::sync::oneshot::Sender<Result<(), corral_image::Error>>>,
+}
+
+impl std::io::Write for FirstWrite {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(s) = self.started.take() {
+            let _ = s.send(Ok(()));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
