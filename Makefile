@@ -120,5 +120,10 @@ clean:
 bench-config: kernel initramfs
 	@$(STAGE) "config benchmark" $(HOST_BIN)/corral-bench config --runs $${RUNS:-50}
 
-bench-containers: kernel initramfs
+# The benchmark's peer engine, Debian's dockerd 20.10 (not a system image).
+$(OUT)/bench/docker-peer.tar: qemu/bench/docker-peer/image.toml $(MKIMAGE)
+	@mkdir -p $(OUT)/bench
+	@$(STAGE) "image docker-peer" $(MKIMAGE) --recipe $< --out-dir $(OUT) --output $@
+
+bench-containers: kernel initramfs $(OUT)/bench/docker-peer.tar
 	@$(STAGE) "container benchmark" $(HOST_BIN)/corral-bench containers --runs $${RUNS:-100}

@@ -818,6 +818,10 @@ fn docker_cli_over_ssh() {
         ],
     );
     ssh_ok(&vm, &key, "sudo corral system stop user-engine");
+    // It left its containers running and exited at once, not killed
+    // after its stop timeout.
+    let ps = ssh_ok(&vm, &key, "sudo corral system ps | grep user-engine");
+    assert!(ps.contains("Exited (0)"), "{ps}");
     std::thread::sleep(Duration::from_secs(8));
     ssh_ok(&vm, &key, "sudo corral system start user-engine");
     docker.wait_ready(&vm, BOOT);
@@ -894,7 +898,12 @@ fn docker_cli_over_ssh() {
         o.stdout,
         o.stderr
     );
-    assert!(o.stdout.contains("in-13\ncode=4\ncbox\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("in-13\ncode=4\ncbox\n"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
     assert!(o.stdout.starts_with("NAME"), "{}", o.stdout);
     let o = ssh(&vm, &key, "corral --host /nonexistent.sock ps");
     assert!(

@@ -43,6 +43,11 @@ pub struct RolePolicy {
     /// netavark, for a default bridge network; None: containers get a
     /// loopback only, or share the host's network.
     pub netavark: Option<&'static str>,
+    /// Containers keep running when the engine exits (the user engine's:
+    /// a restarted engine adopts them, and at the machine's shutdown
+    /// init's SIGTERM to every process reaches them); otherwise the
+    /// engine stops them before it exits (the system engine's services).
+    pub containers_outlive_engine: bool,
 }
 
 pub const SYSTEM: RolePolicy = RolePolicy {
@@ -57,6 +62,7 @@ pub const SYSTEM: RolePolicy = RolePolicy {
     runs_system_services: true,
     persistent_records: false,
     netavark: None,
+    containers_outlive_engine: false,
 };
 
 pub const USER: RolePolicy = RolePolicy {
@@ -74,6 +80,7 @@ pub const USER: RolePolicy = RolePolicy {
     persistent_records: true,
     // Debian's netavark package puts it there (podman's helper directory).
     netavark: Some("/usr/lib/podman/netavark"),
+    containers_outlive_engine: true,
 };
 
 impl RolePolicy {

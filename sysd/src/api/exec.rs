@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bollard_stubs::models::{
-    ExecConfig as ApiExecConfig, ExecInspectResponse, ExecStartConfig, IdResponse, ProcessConfig,
+    ExecConfig as ApiExecConfig, ExecInspectResponse, ExecStartConfig, ProcessConfig,
 };
 use hyper::body::Incoming;
 use hyper::{Method, Request};
@@ -60,7 +60,9 @@ pub async fn create(engine: &Arc<Engine>, req: Request<Incoming>, container: &st
         return Err(ApiError::bad(format!("Env: {kv:?} has no variable name")));
     }
     let id = engine.exec_create(container, config)?;
-    Ok(json_response(201, &IdResponse { id }))
+    // Docker's key is `Id`; bollard's IdResponse writes `id`, which Go
+    // clients read (their decoding ignores case) but docker-py does not.
+    Ok(json_response(201, &serde_json::json!({ "Id": id })))
 }
 
 /// `/exec/{id}/start|resize|json`.

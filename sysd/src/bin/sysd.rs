@@ -107,7 +107,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(args)) {
+    let result = rt.block_on(run(args));
+    // Dropping the runtime would wait for every blocking task, and one may
+    // be in a read that never ends (a container's output pipe, which the
+    // next engine takes over): all that matters is done, so do not wait.
+    rt.shutdown_background();
+    if let Err(e) = result {
         error!("{e:#}");
         std::process::exit(1);
     }
@@ -242,8 +247,17 @@ async fn run(args: Args) -> Result<()> {
     }
 
     shutdown.wait().await;
-    info!("stopping");
-    services::stop_all(&engine, &order).await;
+    if engine.config().role.containers_outlive_engine {
+        let running = engine
+            .list()
+            .iter()
+            .filter(|s| s.record.state.status == corral_sysd::state::Status::Running)
+            .count();
+        info!("stopping; {running} running container(s) left running for the next engine to adopt");
+    } else {
+        info!("stopping");
+        services::stop_all(&engine, &order).await;
+    }
     let _ = std::fs::remove_file(&socket);
     info!("stopped");
     Ok(())

@@ -10,13 +10,17 @@
 //! `corral-bench containers`: in one boot, N sequential
 //! create+start+wait+delete of a `/bin/true` container through sysd's API
 //! beside `crun run` and `runc run` of the same spec; sysd's idle memory
-//! and the cost of a running container (see qemu/guest container-bench).
+//! and the cost of a running container (see qemu/guest container-bench);
+//! then the `docker` CLI against the user engine beside Debian's dockerd
+//! in the same VM (`docker.rs`).
 //!
 //! `corral-bench config`: in one boot on a state disk, N `corral config
 //! set hostname` (checked, written atomically with fsync, applied live)
 //! beside N busybox `hostname` (the live effect alone, nothing saved); and
 //! N `corral config get ssh.authorized-keys` (what sshd runs at every
 //! login) beside N `cat` of the effective config file.
+
+mod docker;
 
 use std::time::Duration;
 
@@ -420,17 +424,29 @@ fn boot(runs: usize, machine: Machine) -> Result<()> {
 
 fn containers(runs: usize) -> Result<()> {
     let mut config = VmConfig::corral("bench-containers")?;
-    config.memory_mb = 1024;
+    // Room for the peer engine's image (dockerd, containerd, runc) in the
+    // machine's RAM-backed root and store.
+    config.memory_mb = 2048;
     // The console joins the host's cgroup namespace too, so that crun and
-    // runc, run from it in init's mount namespace, see the whole hierarchy.
+    // runc, run from it in init's mount namespace, see the whole hierarchy;
+    // its host pid namespace shows it the peer's socket (/proc/1/root).
     let mut overlay = Overlay::new()
-        .config("[services.console]\nhost-namespaces = [\"pid\", \"net\", \"ipc\", \"uts\", \"cgroup\"]\n")
+        .config(
+            "[services.console]\nhost-namespaces = [\"pid\", \"net\", \"ipc\", \"uts\", \"cgroup\"]\n\
+             [services.docker-peer]\nimage = \"docker-peer\"\n",
+        )
         .host_file(
             "/usr/local/bin/container-bench",
             0o755,
             &out_dir().join("guest/container-bench"),
         )
-        .context("out/guest/container-bench (make build)")?;
+        .context("out/guest/container-bench (make build)")?
+        .host_file(
+            "/usr/share/corral/images/docker-peer.tar",
+            0o644,
+            &out_dir().join("bench/docker-peer.tar"),
+        )
+        .context("out/bench/docker-peer.tar (make bench-containers builds it)")?;
     for program in ["/usr/bin/crun", "/usr/sbin/runc"] {
         overlay = overlay
             .host_program(program)
@@ -446,6 +462,7 @@ fn containers(runs: usize) -> Result<()> {
     for line in out.lines().filter(|l| l.starts_with("bench: ")) {
         println!("  {}", &line[7..]);
     }
+    docker::compare(&mut vm, runs)?;
     vm.poweroff(TIMEOUT)?;
     Ok(())
 }
