@@ -882,6 +882,7 @@ fn docker_cli_over_ssh() {
     );
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(o.stderr.trim(), "", "a closed pipe is not an error");
+    assert!(o.stdout.starts_with("NAME"), "{}", o.stdout);
     // corral run and exec drive the user engine as docker does: output
     // split between stdout and stderr, exit codes passed on.
     let o = ssh(
@@ -904,7 +905,6 @@ fn docker_cli_over_ssh() {
         o.stdout,
         o.stderr
     );
-    assert!(o.stdout.starts_with("NAME"), "{}", o.stdout);
     let o = ssh(&vm, &key, "corral --host /nonexistent.sock ps");
     assert!(
         o.stderr.trim()

@@ -342,4 +342,21 @@ async fn copy_out_of_and_into_containers() {
         .unwrap();
     assert_eq!(out, "later\n");
     engine.remove(&id, true).await.unwrap();
+
+    // Made without a name, a container gets one in Docker's shape.
+    let id = engine
+        .create(None, def(""), false, ApiFields::default(), &mut Vec::new())
+        .unwrap();
+    let name = engine.inspect(&id).unwrap().record.name;
+    let (adjective, noun) = name.split_once('_').unwrap_or_default();
+    assert!(
+        !adjective.is_empty()
+            && !noun.is_empty()
+            && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "{name}"
+    );
+    engine.remove(&id, true).await.unwrap();
+    let cgroup_root = cgroup2_mount().unwrap();
+    let _ = std::fs::remove_dir(cgroup_root.join(&parent).join("monitors"));
+    let _ = std::fs::remove_dir(cgroup_root.join(&parent));
 }

@@ -60,7 +60,7 @@ impl Engine {
                 )))
             }
             Some(n) => n.to_owned(),
-            None => format!("c-{}", &id[..12]),
+            None => self.random_name(&id),
         };
         {
             let inner = self.lock();
@@ -173,6 +173,21 @@ impl Engine {
         self.container_event(&id, "create", &[]);
         info!("created container {name} ({}) from {}", &id[..12], image.id);
         Ok(id)
+    }
+
+    /// A name in Docker's shape (`adjective_noun`) no container has yet.
+    fn random_name(&self, id: &str) -> String {
+        let mut generator = names::Generator::default();
+        let inner = self.lock();
+        let taken = |n: &str| inner.containers.values().any(|c| c.record.name == n);
+        for _ in 0..20 {
+            if let Some(n) = generator.next().map(|n| n.replace('-', "_")) {
+                if !taken(&n) {
+                    return n;
+                }
+            }
+        }
+        format!("c_{}", &id[..12])
     }
 
     /// The run directory with the rootfs mountpoint and the output FIFOs;
