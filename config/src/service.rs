@@ -287,7 +287,8 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// A bind mount, `"SOURCE:TARGET[:OPTIONS]"` as Docker writes it: both paths
-/// absolute, options a comma-separated list of `ro`/`rw`.
+/// absolute, options a comma-separated list of `ro`/`rw`, `norbind`, and
+/// the propagation `rshared`/`rslave`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Bind {
@@ -297,6 +298,31 @@ pub struct Bind {
     /// Without the mounts below the source (`norbind`): binding /sys
     /// then leaves out the host's cgroup tree.
     pub recursive: bool,
+    /// Mounts made later under the source (or the target) also appear on
+    /// the other side; `None` is Docker's default, `rprivate`.
+    pub propagation: Option<Propagation>,
+}
+
+/// How mounts made after the container started travel through a bind, as
+/// mount(8)'s shared subtrees define it. The source must be a shared
+/// mount on the host (init makes `/mnt` and `/media` so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Both ways: what the container mounts there, the host sees too
+    /// (the console, where an administrator mounts disks).
+    Shared,
+    /// Host to container only (the user engine, which binds on what the
+    /// console mounted into its own containers).
+    Slave,
+}
+
+impl Propagation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "rshared",
+            Self::Slave => "rslave",
+        }
+    }
 }
 
 impl TryFrom<String> for Bind {
@@ -308,7 +334,7 @@ impl TryFrom<String> for Bind {
             [src, dst, opts] => (*src, *dst, *opts),
             _ => {
                 return Err(InvalidValue::new(format!(
-                    "bind {s:?} must be \"SOURCE:TARGET\" or \"SOURCE:TARGET:OPTIONS\" (ro, rw, norbind)"
+                    "bind {s:?} must be \"SOURCE:TARGET\" or \"SOURCE:TARGET:OPTIONS\" (ro, rw, norbind, rshared, rslave)"
                 )))
             }
         };
@@ -326,24 +352,33 @@ impl TryFrom<String> for Bind {
         }
         let mut readonly = false;
         let mut recursive = true;
+        let mut propagation = None;
         for opt in opts.split(',').filter(|o| !o.is_empty()) {
             match opt {
                 "ro" => readonly = true,
                 "rw" => readonly = false,
                 "norbind" => recursive = false,
                 "rbind" => recursive = true,
+                "rshared" => propagation = Some(Propagation::Shared),
+                "rslave" => propagation = Some(Propagation::Slave),
                 other => {
                     return Err(InvalidValue::new(format!(
-                        "bind {s:?}: unknown option {other:?} (use ro, rw or norbind)"
-                    )))
+                    "bind {s:?}: unknown option {other:?} (use ro, rw, norbind, rshared or rslave)"
+                )))
                 }
             }
+        }
+        if propagation.is_some() && !recursive {
+            return Err(InvalidValue::new(format!(
+                "bind {s:?}: rshared and rslave apply to a whole tree and cannot go with norbind"
+            )));
         }
         Ok(Self {
             source: source.to_owned(),
             target: target.to_owned(),
             readonly,
             recursive,
+            propagation,
         })
     }
 }
@@ -356,6 +391,9 @@ impl From<Bind> for String {
         }
         if !b.recursive {
             opts.push("norbind");
+        }
+        if let Some(p) = b.propagation {
+            opts.push(p.as_str());
         }
         if opts.is_empty() {
             format!("{}:{}", b.source, b.target)
@@ -721,12 +759,19 @@ mod tests {
         assert_eq!(String::from(sys), "/sys:/sys:norbind");
         let both = Bind::try_from("/a:/b:norbind,ro".to_owned()).unwrap();
         assert_eq!(String::from(both), "/a:/b:ro,norbind");
+        let shared = Bind::try_from("/mnt:/mnt:rshared".to_owned()).unwrap();
+        assert_eq!(shared.propagation, Some(Propagation::Shared));
+        assert_eq!(String::from(shared), "/mnt:/mnt:rshared");
+        let slave = Bind::try_from("/mnt:/mnt:ro,rslave".to_owned()).unwrap();
+        assert_eq!(slave.propagation, Some(Propagation::Slave));
+        assert_eq!(String::from(slave), "/mnt:/mnt:ro,rslave");
         for (bad, why) in [
             ("/a", "SOURCE:TARGET"),
             ("a:/b", "absolute"),
             ("/a:b", "absolute"),
             ("/a:/b/../c", "'..'"),
             ("/a:/b:rx", "unknown option"),
+            ("/a:/b:norbind,rshared", "cannot go with norbind"),
         ] {
             let e = Bind::try_from(bad.to_owned()).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -80,6 +80,23 @@ pub const BOOT_MOUNTS: &[Mount] = &[
         flags: NOSUID_NODEV,
         data: Some("mode=1777"),
     },
+    // Where an administrator mounts disks. Shared (as systemd makes every
+    // mount), so that what the console mounts here the user engine sees
+    // too, and `docker run -v /mnt/disk:/data` binds the same files.
+    Mount {
+        source: "tmpfs",
+        target: "/mnt",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV.union(MsFlags::MS_SHARED),
+        data: Some("mode=0755"),
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/media",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV.union(MsFlags::MS_SHARED),
+        data: Some("mode=0755"),
+    },
     Mount {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -365,8 +382,17 @@ mod tests {
             "/run",
             "/tmp",
             "/sys/fs/cgroup",
+            "/mnt",
+            "/media",
         ] {
             assert!(targets.contains(&t), "{t} missing");
+        }
+        // The console's mounts there must reach the user engine.
+        for m in BOOT_MOUNTS
+            .iter()
+            .filter(|m| ["/mnt", "/media"].contains(&m.target))
+        {
+            assert!(m.flags.contains(MsFlags::MS_SHARED), "{}", m.target);
         }
         for (i, m) in BOOT_MOUNTS.iter().enumerate() {
             for parent in &BOOT_MOUNTS[i + 1..] {
@@ -413,6 +439,8 @@ mod tests {
                 "mount tmpfs /dev/shm mode=1777",
                 "mount tmpfs /run mode=0755",
                 "mount tmpfs /tmp mode=1777",
+                "mount tmpfs /mnt mode=0755",
+                "mount tmpfs /media mode=0755",
                 "mount cgroup2 /sys/fs/cgroup nsdelegate",
             ]
         );

@@ -51,7 +51,21 @@ impl Syscalls for Linux {
     }
 
     fn mount(&self, m: &Mount) -> Result<(), Errno> {
-        nix::mount::mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data)
+        // mount(2) takes a propagation type only on its own, for a mount
+        // that exists: a second call.
+        let propagation = MsFlags::MS_SHARED | MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE;
+        let flags = m.flags.difference(propagation);
+        nix::mount::mount(Some(m.source), m.target, Some(m.fstype), flags, m.data)?;
+        if m.flags.intersects(propagation) {
+            nix::mount::mount(
+                None::<&str>,
+                m.target,
+                None::<&str>,
+                m.flags.intersection(propagation),
+                None::<&str>,
+            )?;
+        }
+        Ok(())
     }
 
     fn umount(&self, target: &Path) -> Result<(), Errno> {

@@ -913,6 +913,62 @@ fn docker_cli_over_ssh() {
         o.stderr
     );
 
+    // Bind sources mean the session's files: /opt and /srv on the state
+    // disk, and a disk mounted under /mnt after both services started
+    // (here a tmpfs), seen by the engine through the shared mount; when
+    // it is unmounted, the engine sees the empty directory again.
+    ssh_ok(
+        &vm,
+        &key,
+        "sudo mkdir -p /opt/app /srv/www /mnt/disk && echo opt-file | sudo tee /opt/app/f >/dev/null \
+         && echo srv-file | sudo tee /srv/www/f >/dev/null \
+         && sudo mount -t tmpfs disk /mnt/disk && echo mnt-file | sudo tee /mnt/disk/f >/dev/null",
+    );
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/opt/app:/a:ro",
+            "-v",
+            "/srv/www:/b",
+            "-v",
+            "/mnt/disk:/c",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "cat /a/f /b/f /c/f && echo from-container > /c/g",
+        ],
+    );
+    assert_eq!(o, "opt-file\nsrv-file\nmnt-file\n", "{o}");
+    let o = ssh_ok(
+        &vm,
+        &key,
+        "cat /mnt/disk/g && sudo umount /mnt/disk && ls -A /mnt/disk",
+    );
+    assert_eq!(
+        o, "from-container\n",
+        "written through the engine's bind: {o}"
+    );
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/mnt/disk:/c",
+            "corral-test:1",
+            "ls",
+            "-A",
+            "/c",
+        ],
+    );
+    assert_eq!(
+        o, "",
+        "unmounted in the session, gone for the engine too: {o}"
+    );
+
     // Named volumes: kept across rm (and the reboot below), read-only
     // when asked, refused removal while in use; an anonymous one goes
     // with `rm -v`; --tmpfs.

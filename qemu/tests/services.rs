@@ -396,9 +396,17 @@ search = ["corral.test"]
         "[ -f /proc/1/root/var/lib/corral/log/messages.2 ]",
         Duration::from_secs(30),
     );
+    // rsyslog opens a new file only with the next message after a
+    // rotation: log one and wait for it.
+    vm.run_ok("logger -t fill after-rotation", CMD).or_fail();
+    eventually(
+        &mut vm,
+        "grep -q after-rotation /proc/1/root/var/lib/corral/log/messages",
+        Duration::from_secs(30),
+    );
     let files = vm
         .run_ok(
-            "sleep 1; cd /proc/1/root/var/lib/corral/log && ls -1 && wc -c < messages",
+            "cd /proc/1/root/var/lib/corral/log && ls -1 && wc -c < messages",
             CMD,
         )
         .or_fail();

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use corral_config::service::{HostNamespace, ServiceDef, CAPABILITIES};
+use corral_config::service::{HostNamespace, Propagation, ServiceDef, CAPABILITIES};
 use oci_spec::runtime::{
     Capability, LinuxBlockIoBuilder, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
@@ -219,7 +219,7 @@ fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
 }
 
 fn bind(source: &str, target: &str, readonly: bool) -> Result<Mount, SpecError> {
-    bind_with(source, target, readonly, true)
+    bind_with(source, target, readonly, true, None)
 }
 
 fn bind_with(
@@ -227,11 +227,15 @@ fn bind_with(
     target: &str,
     readonly: bool,
     recursive: bool,
+    propagation: Option<Propagation>,
 ) -> Result<Mount, SpecError> {
     let kind = if recursive { "rbind" } else { "bind" };
     let mut options = vec![kind.to_owned(), "nosuid".to_owned()];
     if readonly {
         options.push("ro".to_owned());
+    }
+    if let Some(p) = propagation {
+        options.push(p.as_str().to_owned());
     }
     Ok(MountBuilder::default()
         .destination(target)
@@ -363,8 +367,32 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
         mounts.push(bind(NET_DIR, NET_DIR, true)?);
     }
     for b in def.binds.iter().flatten() {
-        mounts.push(bind_with(&b.source, &b.target, b.readonly, b.recursive)?);
+        mounts.push(bind_with(
+            &b.source,
+            &b.target,
+            b.readonly,
+            b.recursive,
+            b.propagation,
+        )?);
     }
+    // A bind can only keep its link to the host's mount if the copy of
+    // that mount in the new namespace is still joined to it: the root's
+    // propagation is the strongest any bind asks for (runc's rule, which
+    // Docker applies for `-v SRC:DST:rshared`).
+    let binds = def.binds.iter().flatten();
+    let root_propagation = if binds
+        .clone()
+        .any(|b| b.propagation == Some(Propagation::Shared))
+    {
+        "rshared"
+    } else if binds
+        .clone()
+        .any(|b| b.propagation == Some(Propagation::Slave))
+    {
+        "rslave"
+    } else {
+        "rprivate"
+    };
 
     let mut namespaces = vec![LinuxNamespaceBuilder::default()
         .typ(LinuxNamespaceType::Mount)
@@ -422,6 +450,7 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(format!("/{}", ctx.cgroup)))
+        .rootfs_propagation(root_propagation)
         .devices(devices);
     if !privileged && def.confined_paths.unwrap_or(true) {
         linux = linux
@@ -662,6 +691,29 @@ mod tests {
         let confined = build_with(&def(""), &[]);
         let ro = confined.linux().as_ref().unwrap().readonly_paths().clone();
         assert!(ro.unwrap_or_default().contains(&"/proc/sys".to_owned()));
+    }
+
+    #[test]
+    fn root_propagation_is_the_strongest_a_bind_asks_for() {
+        let propagation = |binds: &str| {
+            let spec = build_with(&def(&format!("binds = [{binds}]")), &[]);
+            let linux = spec.linux().clone().unwrap();
+            let bind = spec
+                .mounts()
+                .iter()
+                .flatten()
+                .find(|m| m.destination() == std::path::Path::new("/b"))
+                .map(|m| m.options().clone().unwrap_or_default());
+            (linux.rootfs_propagation().clone().unwrap(), bind.unwrap())
+        };
+        let (root, opts) = propagation("\"/a:/b\"");
+        assert_eq!(root, "rprivate");
+        assert_eq!(opts, ["rbind", "nosuid"]);
+        let (root, opts) = propagation("\"/a:/b:rslave\"");
+        assert_eq!(root, "rslave");
+        assert_eq!(opts, ["rbind", "nosuid", "rslave"]);
+        let (root, _) = propagation("\"/a:/b:rslave\", \"/c:/d:ro,rshared\"");
+        assert_eq!(root, "rshared");
     }
 
     #[test]

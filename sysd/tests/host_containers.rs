@@ -194,3 +194,116 @@ echo lines=$(cat /etc/passwd | wc -l)"#;
     let _ = std::fs::remove_dir(&monitors);
     let _ = std::fs::remove_dir(cgroup_root.join(&parent));
 }
+
+/// Service binds with `rshared` and `rslave` (the console's and the user
+/// engine's /mnt): a mount made in one container under a shared host
+/// mount reaches the host and, from there, a container bound `rslave`;
+/// the slave's own mounts stay its own; and starting a container never
+/// unmounts what the host has mounted below a shared bind.
+#[tokio::test(flavor = "current_thread")]
+async fn shared_and_slave_binds_propagate_mounts() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: host container tests need root (make test runs as root)");
+        return;
+    }
+    let cgroup_root = cgroup2_mount().expect("no cgroup2 mount on this host");
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = busybox_image(tmp.path());
+    let parent = format!("corral-test-prop-{}", std::process::id());
+    let cfg = EngineConfig {
+        bridge: None,
+        role: corral_sysd::role::USER,
+        run_root: tmp.path().join("run"),
+        data_root: tmp.path().join("data"),
+        cgroup_root: cgroup_root.clone(),
+        cgroup_parent: parent.clone(),
+        init_binary: None,
+        monitor_binary: env!("CARGO_BIN_EXE_corral-monitor").into(),
+        log_max_size: 1 << 20,
+        log_keep: 1,
+    };
+    let engine = Engine::open(cfg).unwrap();
+    engine.images().load(&archive).unwrap();
+
+    // The host's shared mount, with a disk already mounted below it.
+    let shared = tmp.path().join("mnt");
+    let kept = shared.join("kept");
+    std::fs::create_dir_all(&shared).unwrap();
+    let none = None::<&str>;
+    mount(
+        Some("tmpfs"),
+        &shared,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        none,
+    )
+    .unwrap();
+    mount(none, &shared, none, MsFlags::MS_SHARED, none).unwrap();
+    std::fs::create_dir_all(&kept).unwrap();
+    mount(Some("tmpfs"), &kept, Some("tmpfs"), MsFlags::empty(), none).unwrap();
+    std::fs::write(kept.join("f"), "kept\n").unwrap();
+
+    let src = shared.display();
+    let (code, out, a) = run(
+        &engine,
+        "sharer",
+        &format!(
+            "cap-add = [\"SYS_ADMIN\"]\nseccomp = false\nbinds = [\"{src}:/s:rshared\"]\n\
+             command = [\"/bin/sh\", \"-c\", \"cat /s/kept/f && mkdir /s/disk && mount -t tmpfs d /s/disk && echo new > /s/disk/f\"]"
+        ),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "kept\n"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("disk/f"))
+            .ok()
+            .as_deref(),
+        Some("new\n"),
+        "the container's mount did not reach the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.join("f")).ok().as_deref(),
+        Some("kept\n"),
+        "starting the container unmounted the host's disk"
+    );
+
+    let (code, out, b) = run(
+        &engine,
+        "slave",
+        &format!(
+            "cap-add = [\"SYS_ADMIN\"]\nseccomp = false\nbinds = [\"{src}:/s:rslave\"]\n\
+             command = [\"/bin/sh\", \"-c\", \"cat /s/disk/f && mkdir /s/own && mount -t tmpfs o /s/own && touch /s/own/x\"]"
+        ),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "new\n"), "{out}");
+    assert!(
+        !shared.join("own/x").exists(),
+        "a slave's mount went back to the host"
+    );
+
+    // A private host mount cannot carry propagation: refused by name.
+    let private = tmp.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let err = engine
+        .create(
+            Some("refused"),
+            def(&format!("binds = [\"{}:/p:rshared\"]", private.display())),
+            false,
+            Default::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rshared needs a shared mount"), "{err}");
+
+    for id in [a, b] {
+        engine.remove(&id, false).await.unwrap();
+    }
+    for m in [shared.join("disk"), kept, shared.clone()] {
+        let _ = umount2(&m, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(cgroup_root.join(&parent).join("monitors"));
+    let _ = std::fs::remove_dir(cgroup_root.join(&parent));
+}

@@ -23,7 +23,7 @@
 //! on the pipe means the exec happened.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -1046,6 +1046,32 @@ fn setup_root(p: &Plan) -> Result<(), Failure> {
         None::<&str>,
     )
     .map_err(fail(STEP_PROPAGATION, 0))?;
+    if p.root_propagation.contains(MsFlags::MS_SHARED) {
+        // pivot_root(2) refuses a shared new root, a shared parent of it
+        // and a shared current root. Those three are made private (each
+        // alone, not its tree), so the binds of shared host mounts below
+        // stay peers of the host's: the root on itself, and the mount
+        // point bound onto itself to be the new root's private parent.
+        let private = |target: &CStr| {
+            nix::mount::mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+        };
+        private(c"/").map_err(fail(STEP_PROPAGATION, 0))?;
+        nix::mount::mount(
+            Some(p.mountpoint.as_c_str()),
+            p.mountpoint.as_c_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(fail(STEP_PROPAGATION, 0))?;
+        private(p.mountpoint.as_c_str()).map_err(fail(STEP_PROPAGATION, 0))?;
+    }
     do_mount(&p.rootfs).map_err(fail(STEP_ROOTFS, 0))?;
     for (i, m) in p.mounts.iter().enumerate() {
         do_mount(m).map_err(fail(STEP_MOUNT, i))?;
@@ -1056,8 +1082,30 @@ fn setup_root(p: &Plan) -> Result<(), Failure> {
     for (target, link) in &p.dev_links {
         let _ = nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str());
     }
+    // The old root, held to name it after the pivot: there "." is the new
+    // root for mount(2) (only umount2 looks through to the mount stacked
+    // on top), as runc found.
+    let old_root = nix::fcntl::open(
+        c"/",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail(STEP_PIVOT, 0))?;
     nix::unistd::chdir(p.mountpoint.as_c_str()).map_err(fail(STEP_PIVOT, 0))?;
     nix::unistd::pivot_root(".", ".").map_err(fail(STEP_PIVOT, 0))?;
+    nix::unistd::fchdir(&old_root).map_err(fail(STEP_PIVOT, 0))?;
+    drop(old_root);
+    // Made a slave tree first, as runc does, so that detaching it cannot
+    // unmount anything on the host through a shared mount below it (a
+    // disk under /mnt).
+    nix::mount::mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail(STEP_PIVOT, 0))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(fail(STEP_PIVOT, 0))?;
     nix::unistd::chdir("/").map_err(fail(STEP_PIVOT, 0))?;
     for (i, path) in p.masked.iter().enumerate() {

@@ -139,6 +139,11 @@ impl Engine {
                         } else if std::fs::symlink_metadata(src).is_err() {
                             std::fs::create_dir_all(src)?;
                         }
+                        let options = m.options().iter().flatten();
+                        if let Some(p) = options.clone().find(|o| *o == "rshared" || *o == "rslave")
+                        {
+                            joined_to_host(src, p)?;
+                        }
                     }
                 }
             }
@@ -249,4 +254,40 @@ pub(super) fn ulimit_spec(
         spec.set_process(Some(process));
     }
     Ok(())
+}
+
+/// A bind asked to propagate (`rshared`, `rslave`) only does if its source
+/// is on a mount that has a peer group to join: otherwise it would quietly
+/// act as a private bind. The mount of `source` is the deepest mount point
+/// above it in this process's mountinfo.
+fn joined_to_host(source: &std::path::Path, wanted: &str) -> std::io::Result<()> {
+    use procfs::process::MountOptFields;
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(std::io::Error::other)?;
+    let source = std::fs::canonicalize(source)?;
+    let Some(mount) = infos
+        .into_iter()
+        .filter(|m| source.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+    else {
+        return Ok(());
+    };
+    let shared = mount
+        .opt_fields
+        .iter()
+        .any(|f| matches!(f, MountOptFields::Shared(_)));
+    let slave = mount
+        .opt_fields
+        .iter()
+        .any(|f| matches!(f, MountOptFields::Master(_)));
+    if shared || (wanted == "rslave" && slave) {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "bind {}: {wanted} needs a shared mount, and {} (the mount it is on) is {}",
+        source.display(),
+        mount.mount_point.display(),
+        if slave { "a slave only" } else { "private" }
+    )))
 }

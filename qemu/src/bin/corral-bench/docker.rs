@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use corral_qemu::Vm;
 
-/// The image both engines run: the busybox system image, already in the
-/// machine (init's root, seen from the console through /proc/1/root).
-const IMAGE_TAR: &str = "/proc/1/root/usr/share/corral/images/busybox.tar";
+/// The image both engines run: the busybox system image, put in init's
+/// root by the benchmark's overlay and seen from the console through
+/// /proc/1/root.
+pub const IMAGE_TAR_IN_ROOT: &str = "/usr/share/corral/bench/busybox.tar";
+const IMAGE_TAR: &str = "/proc/1/root/usr/share/corral/bench/busybox.tar";
 const IMAGE: &str = "busybox:latest";
 
 /// The docker CLI for each engine, as the console runs it.
@@ -144,10 +146,11 @@ pub fn compare(vm: &mut Vm, runs: usize) -> Result<()> {
         secs[0], after[0]
     );
     println!(
-        "    dockerd {:>7.1} s, {:>7} kB more in use   ratio {:.2}x (time)",
+        "    dockerd {:>7.1} s, {:>7} kB more in use   ratio {:.2}x (time), {:.2}x (memory)",
         secs[1],
         after[1],
-        secs[0] / secs[1]
+        secs[0] / secs[1],
+        after[0] as f64 / after[1].max(1) as f64
     );
     println!(
         "  idle resident memory: corral user engine {ours_idle} kB, dockerd+containerd {theirs_idle} kB, ratio {:.2}x (goal: at most 0.2x)",

@@ -424,9 +424,11 @@ fn boot(runs: usize, machine: Machine) -> Result<()> {
 
 fn containers(runs: usize) -> Result<()> {
     let mut config = VmConfig::corral("bench-containers")?;
-    // Room for the peer engine's image (dockerd, containerd, runc) in the
-    // machine's RAM-backed root and store.
-    config.memory_mb = 2048;
+    // Room for the peer engine's image (dockerd, containerd, runc) and
+    // both engines' stores in the machine's RAM-backed root, and for 50
+    // docker CLIs at once (~30 MB each): with 2 GB the kernel killed
+    // dockerd in the concurrent run.
+    config.memory_mb = 4096;
     // The console joins the host's cgroup namespace too, so that crun and
     // runc, run from it in init's mount namespace, see the whole hierarchy;
     // its host pid namespace shows it the peer's socket (/proc/1/root).
@@ -446,7 +448,16 @@ fn containers(runs: usize) -> Result<()> {
             0o644,
             &out_dir().join("bench/docker-peer.tar"),
         )
-        .context("out/bench/docker-peer.tar (make bench-containers builds it)")?;
+        .context("out/bench/docker-peer.tar (make bench-containers builds it)")?
+        // The image both docker engines run: a copy of the busybox system
+        // image outside the boot images, which sysd removes from RAM once
+        // it has imported them.
+        .host_file(
+            docker::IMAGE_TAR_IN_ROOT,
+            0o644,
+            &out_dir().join("images/busybox.tar"),
+        )
+        .context("out/images/busybox.tar (make images)")?;
     for program in ["/usr/bin/crun", "/usr/sbin/runc"] {
         overlay = overlay
             .host_program(program)
