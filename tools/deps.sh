@@ -8,7 +8,7 @@ packages="
     qemu-system-x86 qemu-utils
     busybox-static tini cpio zstd file
     linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
-    openssh-client skopeo
+    openssh-client skopeo docker-registry
     dosfstools mtools
     crun runc
 "

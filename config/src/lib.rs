@@ -31,8 +31,8 @@ pub use init::InitConfig;
 pub use layers::{Layer, LayerKind, Merged};
 pub use service::{ServiceDef, ServiceName};
 pub use system::{
-    ConsoleConfig, DnsConfig, InterfaceConfig, NetworkConfig, SshConfig, StateConfig, SyslogConfig,
-    UserEngineConfig, DEFAULT_BRIDGE_SUBNET, STATE_LABEL,
+    ConsoleConfig, DnsConfig, InterfaceConfig, NetworkConfig, RegistryLogin, SshConfig,
+    StateConfig, SyslogConfig, UserEngineConfig, DEFAULT_BRIDGE_SUBNET, STATE_LABEL,
 };
 pub use types::{
     Cidr, Command, Duration, Hostname, InterfaceName, InvalidValue, SysctlKey, SysctlValue,

@@ -288,6 +288,30 @@ pub struct UserEngineConfig {
     /// The default bridge network's subnet (Docker's `bip`): the bridge
     /// takes its first address, containers the rest.
     pub bridge_subnet: Cidr,
+    /// Registries (`host[:port]`) reached over plain HTTP, as Docker's
+    /// `insecure-registries`.
+    pub insecure_registries: Vec<String>,
+    /// Mirrors of Docker Hub (`https://host[:port]`), tried in order
+    /// before it, as Docker's `registry-mirrors`.
+    pub registry_mirrors: Vec<String>,
+    /// PEM certificates of CAs trusted for registries, besides the
+    /// system's (a registry with its own CA).
+    pub registry_cas: Vec<String>,
+    /// The engine's own credentials, by registry `host[:port]`, used when
+    /// a client sends none (images the engine pulls for compose or a
+    /// build, machines provisioned without `docker login`).
+    pub registry_auth: std::collections::BTreeMap<String, RegistryLogin>,
+    /// DNS servers containers get instead of the machine's (Docker's
+    /// `dns`).
+    pub dns: Vec<std::net::IpAddr>,
+}
+
+/// `[user-engine.registry-auth."HOST"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
 }
 
 /// Docker's own default, clear of QEMU's user network (10.0.2.0/24).
@@ -300,12 +324,64 @@ impl Default for UserEngineConfig {
     fn default() -> Self {
         Self {
             bridge_subnet: DEFAULT_BRIDGE_SUBNET,
+            insecure_registries: Vec::new(),
+            registry_mirrors: Vec::new(),
+            registry_cas: Vec::new(),
+            registry_auth: Default::default(),
+            dns: Vec::new(),
         }
     }
 }
 
 impl UserEngineConfig {
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_bridge()?;
+        for (i, r) in self.insecure_registries.iter().enumerate() {
+            check_registry_host(r)
+                .map_err(|m| (format!("user-engine.insecure-registries[{i}]"), m))?;
+        }
+        for (i, m) in self.registry_mirrors.iter().enumerate() {
+            let key = format!("user-engine.registry-mirrors[{i}]");
+            let rest = m
+                .strip_prefix("https://")
+                .or_else(|| m.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    (
+                        key.clone(),
+                        format!("{m:?} is not a URL (https://host[:port])"),
+                    )
+                })?;
+            let host = rest.trim_end_matches('/');
+            if host.contains('/') {
+                return Err((
+                    key,
+                    format!("{m:?}: a mirror is a registry's root URL, without a path"),
+                ));
+            }
+            check_registry_host(host).map_err(|e| (key, e))?;
+        }
+        for (i, pem) in self.registry_cas.iter().enumerate() {
+            check_pem(pem).map_err(|m| (format!("user-engine.registry-cas[{i}]"), m))?;
+        }
+        for (host, login) in &self.registry_auth {
+            let key = format!("user-engine.registry-auth.{host:?}");
+            check_registry_host(host).map_err(|m| (key.clone(), m))?;
+            if login.username.is_empty() {
+                return Err((key, "username is empty".into()));
+            }
+        }
+        for (i, d) in self.dns.iter().enumerate() {
+            if d.is_unspecified() || d.is_multicast() {
+                return Err((
+                    format!("user-engine.dns[{i}]"),
+                    format!("{d} is not a DNS server's address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_bridge(&self) -> Result<(), (String, String)> {
         let key = || "user-engine.bridge-subnet".to_owned();
         let c = self.bridge_subnet;
         let std::net::IpAddr::V4(a) = c.addr else {
@@ -345,6 +421,73 @@ impl UserEngineConfig {
     }
 }
 
+/// A registry as Docker names it: `host`, `host:port` or `[v6]:port`,
+/// no scheme, no path.
+fn check_registry_host(r: &str) -> Result<(), String> {
+    if r.contains("://") {
+        return Err(format!(
+            "{r:?}: give the registry as host[:port], without a scheme"
+        ));
+    }
+    let (host, port) = match r.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (r, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{r:?}: {p:?} is not a port"));
+        }
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = !host.is_empty()
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{r:?} is not a registry host[:port]"))
+    }
+}
+
+/// One or more PEM certificates: each block well formed, base64 inside.
+fn check_pem(pem: &str) -> Result<(), String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut rest = pem.trim();
+    if rest.is_empty() {
+        return Err("empty; give a PEM certificate (-----BEGIN CERTIFICATE-----...)".into());
+    }
+    let mut n = 0;
+    while !rest.is_empty() {
+        let body = rest
+            .strip_prefix(BEGIN)
+            .ok_or_else(|| format!("certificate {}: does not start with {BEGIN}", n + 1))?;
+        let end = body
+            .find(END)
+            .ok_or_else(|| format!("certificate {}: no {END}", n + 1))?;
+        let b64: String = body[..end].split_whitespace().collect();
+        if b64.is_empty()
+            || !b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        {
+            return Err(format!("certificate {}: its body is not base64", n + 1));
+        }
+        n += 1;
+        rest = body[end + END.len()..].trim_start();
+    }
+    Ok(())
+}
+
 /// Writes a kernel parameter's /proc/sys file, with an error that names it.
 pub fn write_sysctl(key: &crate::SysctlKey, value: &crate::SysctlValue) -> Result<(), String> {
     let path = key.proc_path();
@@ -380,10 +523,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registry_settings_are_checked() {
+        let check = |f: &dyn Fn(&mut UserEngineConfig)| {
+            let mut c = UserEngineConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(check(&|c| {
+            c.insecure_registries = vec!["10.0.2.2:5000".into(), "reg.lan".into()];
+            c.registry_mirrors = vec!["https://mirror.lan:5000/".into()];
+            c.registry_cas =
+                vec!["-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()];
+        })
+        .is_ok());
+        let e =
+            check(&|c| c.insecure_registries = vec!["http://10.0.2.2:5000".into()]).unwrap_err();
+        assert_eq!(e.0, "user-engine.insecure-registries[0]");
+        assert!(e.1.contains("without a scheme"), "{}", e.1);
+        let e = check(&|c| c.insecure_registries = vec!["a:0".into()]).unwrap_err();
+        assert!(e.1.contains("not a port"), "{}", e.1);
+        let e = check(&|c| c.registry_mirrors = vec!["mirror.lan".into()]).unwrap_err();
+        assert_eq!(e.0, "user-engine.registry-mirrors[0]");
+        let e = check(&|c| c.registry_mirrors = vec!["https://m/v2/".into()]).unwrap_err();
+        assert!(e.1.contains("without a path"), "{}", e.1);
+        let e = check(&|c| c.registry_cas = vec!["not a cert".into()]).unwrap_err();
+        assert_eq!(e.0, "user-engine.registry-cas[0]");
+        let e = check(&|c| {
+            c.registry_auth.insert(
+                "r:5000".into(),
+                RegistryLogin {
+                    username: String::new(),
+                    password: "p".into(),
+                },
+            );
+        })
+        .unwrap_err();
+        assert_eq!(e.0, "user-engine.registry-auth.\"r:5000\"");
+        let e = check(&|c| c.dns = vec!["0.0.0.0".parse().unwrap()]).unwrap_err();
+        assert_eq!(e.0, "user-engine.dns[0]");
+    }
+
+    #[test]
     fn bridge_subnets_are_checked() {
         let ok = |s: &str| {
             UserEngineConfig {
                 bridge_subnet: s.parse().unwrap(),
+                ..Default::default()
             }
             .validate()
         };

@@ -8,7 +8,7 @@
 //! engine proper — container lifecycle and supervision ([`engine`]),
 //! service start-up in dependency order ([`services`]), OCI spec
 //! generation ([`spec`]), state records ([`state`]), logs ([`logs`]), the
-//! Docker-compatible API ([`api`]), live changes to the system config
+//! Docker-compatible API ([`api`]), registries ([`registry`]), live changes to the system config
 //! ([`sysconfig`]) and the `corral` CLI ([`cli`]).
 
 pub mod api;
@@ -19,6 +19,7 @@ pub mod engine;
 pub mod logs;
 pub mod monitor;
 pub mod network;
+pub mod registry;
 pub mod restart;
 pub mod role;
 pub mod services;

@@ -16,6 +16,8 @@ use common::{busybox_image, cgroup2_mount, def, exec};
 fn engine(tmp: &std::path::Path, parent: &str) -> Arc<Engine> {
     let cfg = EngineConfig {
         bridge: None,
+        registries: Default::default(),
+        dns: Vec::new(),
         role: corral_sysd::role::USER,
         run_root: tmp.join("run"),
         data_root: tmp.join("data"),

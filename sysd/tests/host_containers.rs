@@ -53,6 +53,8 @@ async fn containers_are_isolated_and_torn_down() {
     let parent = format!("corral-test-{}", std::process::id());
     let cfg = EngineConfig {
         bridge: None,
+        registries: Default::default(),
+        dns: Vec::new(),
         role: corral_sysd::role::USER,
         run_root: tmp.path().join("run"),
         data_root: tmp.path().join("data"),
@@ -213,6 +215,8 @@ async fn shared_and_slave_binds_propagate_mounts() {
     let parent = format!("corral-test-prop-{}", std::process::id());
     let cfg = EngineConfig {
         bridge: None,
+        registries: Default::default(),
+        dns: Vec::new(),
         role: corral_sysd::role::USER,
         run_root: tmp.path().join("run"),
         data_root: tmp.path().join("data"),

@@ -19,6 +19,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn engine(tmp: &std::path::Path, parent: &str) -> Arc<Engine> {
     let cfg = EngineConfig {
         bridge: None,
+        registries: Default::default(),
+        dns: Vec::new(),
         role: corral_sysd::role::USER,
         run_root: tmp.join("run"),
         data_root: tmp.join("data"),

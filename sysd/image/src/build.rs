@@ -1,4 +1,4 @@
-//! Writing a directory as a one-layer OCI image archive, reproducibly:
+//! Writing directories as an OCI image archive (one layer each), reproducibly:
 //! entries sorted by name, owner 0:0, mtimes from `SOURCE_DATE_EPOCH`
 //! (0 when unset), gzip without name or time. The same tree and config
 //! give the same bytes, so the same image id.
@@ -46,15 +46,30 @@ pub fn write_oci_archive(
     spec: &ImageConfigSpec,
     out: &Path,
 ) -> Result<String> {
+    write_oci_archive_layers(&[rootfs], name, spec, out)
+}
+
+/// The same with one layer per directory, bottom first (a directory's
+/// files are the layer's, added over the ones below).
+pub fn write_oci_archive_layers(
+    layers: &[&Path],
+    name: &str,
+    spec: &ImageConfigSpec,
+    out: &Path,
+) -> Result<String> {
     let name = reference::normalize(name).map_err(Error::Malformed)?;
     let mtime = epoch();
-    let layer_tar = layer(rootfs, mtime)?;
-    let diff_id = digest::sha256(&layer_tar);
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    gz.write_all(&layer_tar).map_err(io_err(rootfs))?;
-    let layer_blob = gz.finish().map_err(io_err(rootfs))?;
+    let mut diff_ids = Vec::new();
+    let mut blobs = Vec::new();
+    for rootfs in layers {
+        let layer_tar = layer(rootfs, mtime)?;
+        diff_ids.push(digest::sha256(&layer_tar));
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        gz.write_all(&layer_tar).map_err(io_err(rootfs))?;
+        blobs.push(gz.finish().map_err(io_err(rootfs))?);
+    }
 
     let mut config = ConfigBuilder::default();
     if !spec.entrypoint.is_empty() {
@@ -87,7 +102,7 @@ pub fn write_oci_archive(
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")
-                .diff_ids(vec![diff_id])
+                .diff_ids(diff_ids)
                 .build()
                 .map_err(spec_err)?,
         )
@@ -106,7 +121,12 @@ pub fn write_oci_archive(
             .build()
             .map_err(spec_err)
     };
-    let layer_digest = digest::sha256(&layer_blob);
+    let layer_digests: Vec<String> = blobs.iter().map(|b| digest::sha256(b)).collect();
+    let layer_descs = blobs
+        .iter()
+        .zip(&layer_digests)
+        .map(|(b, d)| desc(MediaType::ImageLayerGzip, d, b.len()))
+        .collect::<Result<Vec<_>>>()?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -115,11 +135,7 @@ pub fn write_oci_archive(
             &config_digest,
             config_bytes.len(),
         )?)
-        .layers(vec![desc(
-            MediaType::ImageLayerGzip,
-            &layer_digest,
-            layer_blob.len(),
-        )?])
+        .layers(layer_descs)
         .build()
         .map_err(spec_err)?;
     let manifest_bytes = canonical(&manifest)?;
@@ -153,14 +169,19 @@ pub fn write_oci_archive(
             serde_json::to_vec(&serde_json::json!([{
                 "Config": blob_path(&config_digest),
                 "RepoTags": [name],
-                "Layers": [blob_path(&layer_digest)],
+                "Layers": layer_digests.iter().map(|d| blob_path(d)).collect::<Vec<_>>(),
             }]))
             .map_err(spec_err)?,
         ),
         (blob_path(&config_digest), config_bytes),
-        (blob_path(&layer_digest), layer_blob),
         (blob_path(&manifest_digest), manifest_bytes),
     ];
+    files.extend(
+        layer_digests
+            .iter()
+            .zip(blobs)
+            .map(|(d, b)| (blob_path(d), b)),
+    );
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files.dedup_by(|a, b| a.0 == b.0);
 

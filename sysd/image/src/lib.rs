@@ -11,6 +11,9 @@
 //! layer-blobs/<hex>       the layer as the archive carried it (compressed
 //!                         or not), by diff id: what `save` writes out
 //! tmp/                    imports in progress; emptied when the store opens
+//! downloads/sha256/<hex>  verified blobs of a pull not yet complete, by
+//!                         their digest: a pull resumes from them (see
+//!                         `pull`); `<hex>.partial` is one being fetched
 //! ```
 //!
 //! An import stages the archive, verifies every blob (digest and size) and
@@ -21,6 +24,7 @@
 mod archive;
 pub mod build;
 mod digest;
+mod pull;
 pub mod reference;
 mod save;
 mod unpack;
@@ -34,6 +38,7 @@ use std::sync::Mutex;
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
+pub use pull::{Commit, Pulled, PulledLayer};
 pub use unpack::{unpack_layer, Unpacked};
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,8 @@ pub struct Image {
     /// Uncompressed size of all layers.
     pub size: u64,
     pub created: Option<String>,
+    /// `repo@sha256:...` of the manifests it was pulled by.
+    pub repo_digests: Vec<String>,
 }
 
 impl Image {
@@ -139,6 +146,8 @@ struct Entry {
     size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repo_digests: Vec<String>,
 }
 
 pub struct Store {
@@ -153,7 +162,13 @@ impl Store {
     /// interrupted import left.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        for d in ["blobs/sha256", "layers", "layer-blobs", "tmp"] {
+        for d in [
+            "blobs/sha256",
+            "layers",
+            "layer-blobs",
+            "tmp",
+            "downloads/sha256",
+        ] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -162,6 +177,7 @@ impl Store {
             lock: Mutex::new(()),
         };
         store.clear_tmp();
+        store.clear_partial_downloads();
         store.collect_garbage()?;
         Ok(store)
     }
@@ -257,6 +273,7 @@ impl Store {
             layers: e.layers.iter().map(|l| self.layer_dir(l)).collect(),
             size: e.size,
             created: e.created.clone(),
+            repo_digests: e.repo_digests.clone(),
         })
     }
 
@@ -352,6 +369,7 @@ impl Store {
                         layers,
                         size,
                         created: img.created.clone(),
+                        repo_digests: Vec::new(),
                     }),
                 }
                 loaded.push(Loaded { id, names });
@@ -428,6 +446,16 @@ fn find(index: &Index, reference: &str) -> Result<(usize, Option<String>)> {
     if let Ok(name) = reference::normalize(reference) {
         if let Some(i) = index.images.iter().position(|e| e.names.contains(&name)) {
             return Ok((i, Some(name)));
+        }
+        // An image pulled by digest is found by its repo digest.
+        if name.contains('@') {
+            if let Some(i) = index
+                .images
+                .iter()
+                .position(|e| e.repo_digests.contains(&name))
+            {
+                return Ok((i, None));
+            }
         }
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);

@@ -1,5 +1,5 @@
 //! `/images/...`: list, inspect, history, load, save, tag, remove and
-//! prune.
+//! prune; pull and push are in `distribution`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,10 +32,11 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
         (Method::GET, [name @ .., "get"]) if !name.is_empty() => {
             save(engine, vec![name.join("/")]).await
         }
-        // Pulls, pushes and search.
-        (Method::POST, ["create"])
-        | (Method::GET, ["search"])
-        | (Method::POST, [_, .., "push"]) => Err(super::not_yet(req.method(), req.uri().path())),
+        (Method::POST, ["create"]) => super::distribution::pull(engine, req, &q).await,
+        (Method::POST, [name @ .., "push"]) if !name.is_empty() => {
+            super::distribution::push(engine, req, &name.join("/"), &q).await
+        }
+        (Method::GET, ["search"]) => Err(super::not_yet(req.method(), req.uri().path())),
         (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;
@@ -88,7 +89,7 @@ pub(super) fn summary(image: &corral_image::Image) -> ImageSummary {
         id: image.id.clone(),
         parent_id: String::new(),
         repo_tags: image.names.clone(),
-        repo_digests: Vec::new(),
+        repo_digests: image.repo_digests.clone(),
         created: unix_time(image.created.as_deref()),
         size: image.size as i64,
         shared_size: -1,
@@ -104,7 +105,7 @@ pub fn inspect(image: &corral_image::Image) -> ImageInspect {
     ImageInspect {
         id: Some(image.id.clone()),
         repo_tags: Some(image.names.clone()),
-        repo_digests: Some(Vec::new()),
+        repo_digests: Some(image.repo_digests.clone()),
         created: image.created.clone(),
         config: Some(ImageConfig {
             user: c.user().clone(),

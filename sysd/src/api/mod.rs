@@ -21,6 +21,7 @@ pub mod attach;
 mod config;
 pub mod containers;
 pub mod create;
+mod distribution;
 mod events;
 mod exec;
 mod images;
@@ -281,6 +282,9 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("images") => images::route(engine, req, &parts[1..]).await,
         Some("exec") => exec::route(engine, req, &parts[1..]).await,
         Some("volumes") => volumes::route(engine, req, &parts[1..]).await,
+        Some("auth") if req.method() == Method::POST && parts.len() == 1 => {
+            distribution::login(engine, req).await
+        }
         Some("events") if req.method() == Method::GET && parts.len() == 1 => {
             events::events(engine, &parse_query(req.uri().query()))
         }
@@ -315,7 +319,6 @@ const NOT_YET: &[&str] = &[
     "configs",
     "distribution",
     "session",
-    "auth",
     "system",
     "commit",
 ];

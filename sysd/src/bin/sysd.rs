@@ -122,7 +122,7 @@ fn main() {
 /// (containers get a loopback only) without netavark.
 fn bridge(
     netavark: &std::path::Path,
-    config: Option<&std::path::Path>,
+    settings: &corral_config::UserEngineConfig,
     run_root: &std::path::Path,
 ) -> Option<corral_sysd::network::Bridge> {
     if !netavark.exists() {
@@ -132,14 +132,6 @@ fn bridge(
         );
         return None;
     }
-    let path = config.unwrap_or(std::path::Path::new(corral_config::EFFECTIVE_PATH));
-    let settings = match Config::load(path) {
-        Ok(c) => c.user_engine,
-        Err(e) => {
-            warn!("{e}; the bridge network gets its default settings");
-            Default::default()
-        }
-    };
     let subnet = settings.bridge_subnet;
     let std::net::IpAddr::V4(addr) = subnet.addr else {
         error!("user-engine.bridge-subnet {subnet} is not IPv4; no bridge network");
@@ -188,11 +180,28 @@ async fn run(args: Args) -> Result<()> {
         log_keep: logs::DEFAULT_KEEP,
         role: policy.clone(),
         bridge: None,
+        registries: Default::default(),
+        dns: Vec::new(),
     };
     let mut cfg = cfg;
-    if let Some(default) = policy.netavark {
-        let netavark = args.netavark.clone().unwrap_or_else(|| default.into());
-        cfg.bridge = bridge(&netavark, args.config.as_deref(), &cfg.run_root);
+    if !policy.runs_system_services {
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(corral_config::EFFECTIVE_PATH));
+        let settings = match Config::load(&path) {
+            Ok(c) => c.user_engine,
+            Err(e) => {
+                warn!("{e}; [user-engine] gets its default settings");
+                Default::default()
+            }
+        };
+        if let Some(default) = policy.netavark {
+            let netavark = args.netavark.clone().unwrap_or_else(|| default.into());
+            cfg.bridge = bridge(&netavark, &settings, &cfg.run_root);
+        }
+        cfg.registries = corral_sysd::registry::Settings::from_config(&settings);
+        cfg.dns = settings.dns.clone();
     }
     let socket = args.socket.unwrap_or_else(|| policy.socket_path());
     let socket_group = args.socket_group.or(policy.socket_group);

@@ -71,6 +71,11 @@ pub struct EngineConfig {
     /// The default bridge network (the user engine's, when netavark is
     /// there); without one, containers get only a loopback.
     pub bridge: Option<crate::network::Bridge>,
+    /// Registries to pull from and push to (`[user-engine]`).
+    pub registries: crate::registry::Settings,
+    /// DNS servers for containers that set none (`[user-engine] dns`);
+    /// empty: the machine's.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +194,8 @@ pub struct Engine {
     events: events::Events,
     /// `docker exec` instances, by id.
     execs: Mutex<BTreeMap<String, Arc<Exec>>>,
+    /// Pulls in progress, one lock per blob they fetch.
+    blob_locks: crate::registry::BlobLocks,
 }
 
 /// A fresh random container id: 64 hex digits, as Docker's.
@@ -237,6 +244,7 @@ impl Engine {
                 containers: BTreeMap::new(),
             }),
             execs: Mutex::new(BTreeMap::new()),
+            blob_locks: Default::default(),
         }))
     }
 
@@ -246,6 +254,10 @@ impl Engine {
 
     pub fn images(&self) -> &Arc<Store> {
         &self.images
+    }
+
+    pub fn blob_locks(&self) -> &crate::registry::BlobLocks {
+        &self.blob_locks
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

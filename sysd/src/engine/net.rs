@@ -189,6 +189,11 @@ impl Engine {
         let dir = self.data_dir(id);
         std::fs::create_dir_all(&dir)?;
         let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+        // The engine's default servers stand in for the machine's.
+        let mut dns = net.dns.clone();
+        if dns.servers.is_empty() {
+            dns.servers = self.cfg.dns.clone();
+        }
         let (hosts, resolv) = match net.mode {
             // Another container's files are bound instead.
             Mode::Container(_) => return Ok(()),
@@ -198,16 +203,16 @@ impl Engine {
                 for (name, ip) in &net.extra_hosts {
                     hosts.push_str(&format!("{ip}\t{name}\n"));
                 }
-                let resolv = if net.dns.is_empty() {
+                let resolv = if dns.is_empty() {
                     host_resolv
                 } else {
-                    network::resolv_conf(&host_resolv, &net.dns)
+                    network::resolv_conf(&host_resolv, &dns)
                 };
                 (hosts, resolv)
             }
             Mode::Bridge | Mode::None => (
                 network::hosts_file(hostname, net.ip, &net.extra_hosts),
-                network::resolv_conf(&host_resolv, &net.dns),
+                network::resolv_conf(&host_resolv, &dns),
             ),
         };
         for (name, text) in [

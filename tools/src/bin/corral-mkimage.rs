@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use corral_image::build::{write_oci_archive, ImageConfigSpec};
+use corral_image::build::{write_oci_archive, write_oci_archive_layers, ImageConfigSpec};
 use corral_image::labels::{PACKAGES, REASONS, SERVICE};
 use corral_tools::debs::Cache;
 use corral_tools::recipe::{Recipe, Stager};
@@ -21,9 +21,10 @@ use corral_tools::recipe::{Recipe, Stager};
     about = "Write a directory as an OCI image archive"
 )]
 struct Args {
-    /// The image's root filesystem.
+    /// The image's root filesystem; given again, each is a layer over
+    /// the ones before.
     #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
-    rootfs: Option<PathBuf>,
+    rootfs: Vec<PathBuf>,
     /// Build from a recipe (images/NAME/image.toml) instead of a directory.
     #[arg(long)]
     recipe: Option<PathBuf>,
@@ -64,7 +65,7 @@ fn main() -> Result<()> {
     if let Some(recipe) = &a.recipe {
         return build_recipe(recipe, &a.out_dir, &a.output, a.stage_only);
     }
-    let (Some(rootfs), Some(name)) = (&a.rootfs, &a.name) else {
+    let (false, Some(name)) = (a.rootfs.is_empty(), &a.name) else {
         anyhow::bail!("--rootfs and --name are required without --recipe");
     };
     let mut labels = std::collections::BTreeMap::new();
@@ -82,7 +83,8 @@ fn main() -> Result<()> {
         user: a.user,
         labels,
     };
-    let id = write_oci_archive(rootfs, name, &spec, &a.output)
+    let layers: Vec<&Path> = a.rootfs.iter().map(PathBuf::as_path).collect();
+    let id = write_oci_archive_layers(&layers, name, &spec, &a.output)
         .with_context(|| format!("writing {}", a.output.display()))?;
     println!("{name} {id} {}", a.output.display());
     Ok(())
