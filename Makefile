@@ -104,7 +104,7 @@ unit: deps
 
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services" "config docker"
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services registry" "config docker"
 
 test: lint unit boot-test
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use corral_qemu::{out_dir, Vm, VmError};
 
+pub mod docker;
+
 /// How long a console command may take.
 pub const CMD: Duration = Duration::from_secs(60);
 /// How long SSH may keep refusing (sshd still starting) before a test fails.

@@ -250,10 +250,24 @@ impl Error {
                 "{what}: {registry} answered {code} for {url}: {}",
                 message.trim()
             )),
-            E::RequestError(r) => Error::Registry(format!(
-                "{what}: cannot reach registry {registry}: {}",
-                error_chain(&r)
-            )),
+            E::RequestError(r) => match r.status().map(|s| s.as_u16()) {
+                Some(401) => Error::Unauthorized(format!(
+                    "unauthorized: authentication required for {what} ({}); log in with docker login {registry}",
+                    r.url().map(|u| u.as_str()).unwrap_or(registry)
+                )),
+                Some(403) => Error::Unauthorized(format!(
+                    "denied: {registry} refused access to {what}"
+                )),
+                Some(404) => Error::NotFound(format!("{what} not found in {registry}")),
+                Some(code) => Error::Registry(format!(
+                    "{what}: {registry} answered {code}: {}",
+                    error_chain(&r)
+                )),
+                None => Error::Registry(format!(
+                    "{what}: cannot reach registry {registry}: {}",
+                    error_chain(&r)
+                )),
+            },
             E::DigestError(d) => Error::Registry(format!("{what}: {d}")),
             other => Error::Registry(format!("{what}: {registry}: {other}")),
         }
