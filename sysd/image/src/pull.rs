@@ -72,14 +72,22 @@ impl Store {
         Ok((d.join(hex), d.join(format!("{hex}.partial"))))
     }
 
-    /// Partial downloads an interrupted pull left (verified ones stay).
+    /// Partial downloads an interrupted pull left, and verified ones no
+    /// pull has come back for in a week (a pull given up on).
     pub(crate) fn clear_partial_downloads(&self) {
+        const ABANDONED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
         for e in fs::read_dir(self.downloads())
             .into_iter()
             .flatten()
             .flatten()
         {
-            if e.file_name().to_string_lossy().ends_with(".partial") {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > ABANDONED);
+            if e.file_name().to_string_lossy().ends_with(".partial") || stale {
                 let _ = fs::remove_file(e.path());
             }
         }

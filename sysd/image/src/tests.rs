@@ -505,3 +505,119 @@ fn saved_images_load_back_with_the_same_ids_and_names() {
         Err(Error::NotFound(_))
     ));
 }
+
+/// A pulled image made by hand: `layers` as gzip blobs placed in the
+/// store's downloads, and a config naming their diff ids.
+fn pulled(store: &Store, name: &str, layers: &[Vec<u8>]) -> Pulled {
+    let mut diff_ids = Vec::new();
+    let mut pulled_layers = Vec::new();
+    for tar in layers {
+        diff_ids.push(digest::sha256(tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let d = digest::sha256(&blob);
+        let (done, _) = store.download_paths(&d).unwrap();
+        fs::write(done, &blob).unwrap();
+        pulled_layers.push(PulledLayer {
+            digest: d,
+            size: blob.len() as u64,
+        });
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "config": { "Cmd": ["/bin/sh"] },
+    });
+    Pulled {
+        name: Some(name.to_owned()),
+        repo_digest: Some(format!(
+            "{}@sha256:{}",
+            name.split(':').next().unwrap(),
+            "ab".repeat(32)
+        )),
+        config: serde_json::to_vec(&config).unwrap(),
+        layers: pulled_layers,
+    }
+}
+
+#[test]
+fn a_pull_commits_whole_and_shares_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let base = layer(&[E::Dir("etc"), E::File("etc/os", b"corral\n", 0o644)]);
+    let top = layer(&[E::File("app", b"app\n", 0o755)]);
+    let p = pulled(&store, "reg:5000/app:1", &[base.clone(), top]);
+    let mut steps = Vec::new();
+    let loaded = store
+        .commit_pull(&p, &mut |i, s| steps.push((i, s)))
+        .unwrap();
+    assert_eq!(loaded.names, ["reg:5000/app:1"]);
+    assert!(steps.contains(&(0, Commit::Done)) && steps.contains(&(1, Commit::Done)));
+    let img = store.get("reg:5000/app:1").unwrap();
+    assert_eq!(img.layers.len(), 2);
+    assert_eq!(fs::read(img.layers[0].join("etc/os")).unwrap(), b"corral\n");
+    // Found by its repo digest too, and kept across a reopen.
+    let by_digest = p.repo_digest.clone().unwrap();
+    assert_eq!(store.get(&by_digest).unwrap().id, img.id);
+    // The downloads went into the store: none is left.
+    assert_eq!(
+        fs::read_dir(tmp.path().join("store/downloads/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // A second image sharing the base layer needs only its own download.
+    let other = layer(&[E::File("other", b"x", 0o644)]);
+    let q = pulled(&store, "reg:5000/other:1", &[base, other]);
+    fs::remove_file(store.download_paths(&q.layers[0].digest).unwrap().0).unwrap();
+    assert!(store.has_layer(&digest::sha256(&layer(&[
+        E::Dir("etc"),
+        E::File("etc/os", b"corral\n", 0o644)
+    ]))));
+    store.commit_pull(&q, &mut |_, _| {}).unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    assert_eq!(store.list().unwrap().len(), 2);
+    assert!(store
+        .layer_archives(&store.get("reg:5000/other:1").unwrap())
+        .is_ok());
+}
+
+#[test]
+fn a_pull_with_a_bad_layer_leaves_nothing_listed_and_keeps_the_good_downloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let good = layer(&[E::File("a", b"a", 0o644)]);
+    let bad = layer(&[E::File("b", b"b", 0o644)]);
+    let mut p = pulled(&store, "app:1", &[good, bad]);
+    // The second blob changed on disk since it was verified.
+    let (bad_blob, _) = store.download_paths(&p.layers[1].digest).unwrap();
+    let mut bytes = fs::read(&bad_blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&bad_blob, bytes).unwrap();
+    let e = store.commit_pull(&p, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains(&p.layers[1].digest), "{e}");
+    assert_store_empty(&store);
+    assert!(store.list().unwrap().is_empty());
+    let (good_blob, _) = store.download_paths(&p.layers[0].digest).unwrap();
+    assert!(
+        good_blob.exists(),
+        "the verified download is kept for the next pull"
+    );
+    // A config whose diff ids do not match the layers is refused too.
+    p.layers.truncate(1);
+    let e = store.commit_pull(&p, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("2"), "{e}");
+    // Partial downloads are cleared when the store opens; verified stay.
+    let (_, partial) = store.download_paths(&p.layers[0].digest).unwrap();
+    fs::write(&partial, b"half").unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    assert!(!partial.exists());
+    assert!(store
+        .download_paths(&p.layers[0].digest)
+        .unwrap()
+        .0
+        .exists());
+}
