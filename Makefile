@@ -3,7 +3,8 @@
 #   make run     install build deps, build everything, boot in QEMU
 #   make test    the same set-up, then lint, unit and QEMU boot tests
 #   make bench   benchmarks (boot time against a trivial init; containers
-#                against crun and runc; config set/get against the bare operations)
+#                against crun, runc and dockerd; config set/get against the bare
+#                operations; docker pull against skopeo copy)
 #
 # Outputs go to out/. The kernel build is cached outside the clone (see
 # kernel-config/build.sh), keyed by its inputs.
@@ -21,7 +22,7 @@ HOST_BIN := target/debug
 STAGE := tools/stage
 
 .PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
-        bench bench-boot bench-containers bench-config clean
+        bench bench-boot bench-containers bench-config bench-images clean
 
 all: kernel initramfs
 
@@ -108,7 +109,7 @@ boot-test: kernel initramfs
 
 test: lint unit boot-test
 
-bench: bench-boot bench-containers bench-config
+bench: bench-boot bench-containers bench-config bench-images
 
 bench-boot: kernel initramfs
 	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
@@ -116,6 +117,9 @@ bench-boot: kernel initramfs
 clean:
 	rm -rf $(OUT)
 	$(CARGO) clean
+
+bench-images: kernel initramfs host
+	@$(STAGE) "image benchmark" $(HOST_BIN)/corral-bench images --runs $${RUNS:-5}
 
 bench-config: kernel initramfs
 	@$(STAGE) "config benchmark" $(HOST_BIN)/corral-bench config --runs $${RUNS:-50}

@@ -370,7 +370,7 @@ fn pull_push_and_login_against_real_registries() {
     let disk = dir.join("state.raw");
     blank_disk(&disk, 1024);
     let overlay = Overlay::new().config(&format!(
-        "[ssh]\nauthorized-keys = [\"{public}\"]\n\n[user-engine]\ninsecure-registries = [\"{plain_at}\"]\nregistry-cas = [\"\"\"\n{ca_pem}\"\"\"]\n"
+        "[ssh]\nauthorized-keys = [\"{public}\"]\n\n[user-engine]\ninsecure-registries = [\"{plain_at}\"]\nregistry-mirrors = [\"http://{plain_at}\"]\nregistry-cas = [\"\"\"\n{ca_pem}\"\"\"]\n"
     ));
     let mut cfg = VmConfig::corral("registry").expect("a free port");
     cfg.drives = vec![Drive::new(&disk)];
@@ -469,6 +469,26 @@ fn pull_push_and_login_against_real_registries() {
     assert_has(&vm, "run pulling", &t, "Unable to find image");
     assert_has(&vm, "run pulling", &t, "Already exists");
     assert_has(&vm, "run pulling", &t, "from the registry");
+
+    // Docker Hub names go to the configured mirror first (the plain
+    // registry here, as an http:// mirror: plain HTTP, as Docker's).
+    seed(
+        &small_image,
+        &format!("127.0.0.1:{}/library/corral-hub-test:2", plain.port),
+        None,
+    );
+    let o = docker.ok(&vm, &["pull", "corral-hub-test:2"]);
+    assert_has(
+        &vm,
+        "a pull through the mirror",
+        &o,
+        "Status: Downloaded newer image for corral-hub-test:2",
+    );
+    let o = docker.ok(
+        &vm,
+        &["run", "--rm", "corral-hub-test:2", "cat", "/data/marker"],
+    );
+    assert_eq!(o, "from the registry\n");
 
     // A blob changed in the registry is refused, naming it; nothing listed.
     let o = docker.run(&["pull", &format!("{plain_at}/test/corrupt:1")]);

@@ -38,7 +38,25 @@ pub struct Settings {
     /// The engine's own credentials, by registry `host[:port]`, for pulls
     /// a client sends none for.
     pub credentials: HashMap<String, Credentials>,
+    /// Clients made, kept for the next operation (see [`Settings::client_for`]).
+    pub clients: Arc<Clients>,
 }
+
+/// Registry clients by registry and credentials. Making one loads and
+/// parses every system CA (a third of a second under TCG), and a kept
+/// one keeps its connections and tokens. oci-client holds one set of
+/// credentials per registry, so the credentials are part of the key.
+#[derive(Default)]
+pub struct Clients(Mutex<Vec<(String, Credentials, Client)>>);
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clients")
+    }
+}
+
+/// How many clients are kept (one per registry and login in use).
+const KEPT_CLIENTS: usize = 16;
 
 impl Settings {
     pub fn from_config(c: &corral_config::UserEngineConfig) -> Settings {
@@ -58,6 +76,7 @@ impl Settings {
                 .map(|m| host_of(m).to_owned())
                 .collect(),
             cas: c.registry_cas.clone(),
+            clients: Default::default(),
             credentials: c
                 .registry_auth
                 .iter()
@@ -74,7 +93,27 @@ impl Settings {
         }
     }
 
-    /// A registry client for one operation.
+    /// The client for `registry` with `creds`: a kept one, or a new one.
+    pub fn client_for(&self, registry: &str, creds: &Credentials) -> Client {
+        let mut kept = self.clients.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = kept
+            .iter()
+            .position(|(r, c, _)| r == registry && c == creds)
+        {
+            let entry = kept.remove(i);
+            let client = entry.2.clone();
+            kept.push(entry);
+            return client;
+        }
+        let client = self.client();
+        if kept.len() >= KEPT_CLIENTS {
+            kept.remove(0);
+        }
+        kept.push((registry.to_owned(), creds.clone(), client.clone()));
+        client
+    }
+
+    /// A new registry client.
     pub fn client(&self) -> Client {
         init_tls();
         Client::new(ClientConfig {

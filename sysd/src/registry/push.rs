@@ -39,8 +39,9 @@ pub async fn push(
         ))
     })?;
     let registry = r.registry().to_owned();
-    let auth = settings.credentials_for(&registry, given).to_oci();
-    let client = settings.client();
+    let creds = settings.credentials_for(&registry, given);
+    let auth = creds.to_oci();
+    let client = settings.client_for(&registry, &creds);
     // Credentials are checked (and a token fetched) before anything is
     // reported, so a refusal is the HTTP answer the CLI expects.
     client

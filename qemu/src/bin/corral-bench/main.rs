@@ -14,6 +14,9 @@
 //! then the `docker` CLI against the user engine beside Debian's dockerd
 //! in the same VM (`docker.rs`).
 //!
+//! `corral-bench images`: `docker pull` from a local registry beside
+//! `skopeo copy` of the same image in the same boot (`images.rs`).
+//!
 //! `corral-bench config`: in one boot on a state disk, N `corral config
 //! set hostname` (checked, written atomically with fsync, applied live)
 //! beside N busybox `hostname` (the live effect alone, nothing saved); and
@@ -21,6 +24,7 @@
 //! login) beside N `cat` of the effective config file.
 
 mod docker;
+mod images;
 
 use std::time::Duration;
 
@@ -51,6 +55,12 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// `docker pull` from a registry against `skopeo copy`.
+    Images {
+        /// Pulls of each kind.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// `corral config set` and `get` against the bare operations.
     Config {
         /// Operations of each kind.
@@ -74,6 +84,7 @@ fn main() -> Result<()> {
         Bench::Boot { runs, machine } => boot(runs, machine),
         Bench::Containers { runs } => containers(runs),
         Bench::Config { runs } => config_bench(runs),
+        Bench::Images { runs } => images::run(runs, &logs()),
     }
 }
 
