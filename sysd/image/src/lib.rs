@@ -38,7 +38,7 @@ use std::sync::Mutex;
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
-pub use pull::{Commit, Pulled, PulledLayer};
+pub use pull::{Commit, Pulled, PulledLayer, StagedLayer};
 pub use unpack::{unpack_layer, Unpacked};
 
 #[derive(Debug, thiserror::Error)]

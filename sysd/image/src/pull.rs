@@ -46,6 +46,15 @@ impl Pulled {
     }
 }
 
+/// A layer unpacked ahead of its image's commit (see
+/// [`Store::stage_layer`]).
+pub struct StagedLayer {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    diff_hex: String,
+    size: u64,
+}
+
 /// How far the commit has got with one layer (index into the manifest's
 /// layers), for the progress stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +160,40 @@ impl Store {
         Ok(())
     }
 
+    /// Unpacks one pulled layer from its verified download into the
+    /// store's staging area, checking its diff id, so that a pull can
+    /// unpack a layer while it still downloads the next; `commit_pull`
+    /// takes it in. Dropped unused, it is removed.
+    pub fn stage_layer(
+        &self,
+        layer: &PulledLayer,
+        diff_id: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<StagedLayer> {
+        let hex = digest::parse(diff_id).map_err(Error::Malformed)?.to_owned();
+        let tmp = self.root.join("tmp");
+        let dir = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))?;
+        let (blob, _) = self.download_paths(&layer.digest)?;
+        let path = dir.path().join("layer");
+        let unpacked = unpack_download(&blob, layer, &path, progress)?;
+        if unpacked.diff_id != diff_id {
+            return Err(Error::Digest {
+                blob: format!("{} (uncompressed)", layer.digest),
+                expected: diff_id.to_owned(),
+                actual: unpacked.diff_id,
+            });
+        }
+        Ok(StagedLayer {
+            _dir: dir,
+            path,
+            diff_hex: hex,
+            size: unpacked.size,
+        })
+    }
+
     /// Makes the pulled image: every layer the store lacks is unpacked
     /// from its verified download (its diff id checked against the
     /// config), the config written, then the index. On any error what
@@ -159,6 +202,7 @@ impl Store {
     pub fn commit_pull(
         &self,
         pulled: &Pulled,
+        staged: Vec<StagedLayer>,
         progress: &mut dyn FnMut(usize, Commit),
     ) -> Result<Loaded> {
         let config: ImageConfiguration = serde_json::from_slice(&pulled.config)
@@ -188,30 +232,39 @@ impl Store {
                     .map_err(|e| Error::Malformed(format!("{}: config: {e}", pulled.shown())))?
                     .to_owned();
                 let dir = self.layer_dir(&hex);
+                let pre = staged.iter().position(|st| st.diff_hex == hex);
                 if dir.is_dir() {
                     size += crate::dir_size(&dir);
                 } else {
                     let (blob, _) = self.download_paths(&layer.digest)?;
-                    let tmp = staging.path().join(format!("layer-{hex}"));
-                    let unpacked = unpack_download(&blob, layer, &tmp, &mut |read| {
-                        progress(
-                            i,
-                            Commit::Extracting {
-                                read,
-                                total: layer.size,
-                            },
-                        )
-                    })?;
-                    if unpacked.diff_id != *diff_id {
-                        return Err(Error::Digest {
-                            blob: format!("{} (uncompressed)", layer.digest),
-                            expected: diff_id.clone(),
-                            actual: unpacked.diff_id,
-                        });
-                    }
+                    let (tmp, unpacked_size) = match pre {
+                        // Unpacked already; its staging directory goes
+                        // when `staged` does, after the rename.
+                        Some(k) => (staged[k].path.clone(), staged[k].size),
+                        None => {
+                            let tmp = staging.path().join(format!("layer-{hex}"));
+                            let unpacked = unpack_download(&blob, layer, &tmp, &mut |read| {
+                                progress(
+                                    i,
+                                    Commit::Extracting {
+                                        read,
+                                        total: layer.size,
+                                    },
+                                )
+                            })?;
+                            if unpacked.diff_id != *diff_id {
+                                return Err(Error::Digest {
+                                    blob: format!("{} (uncompressed)", layer.digest),
+                                    expected: diff_id.clone(),
+                                    actual: unpacked.diff_id,
+                                });
+                            }
+                            (tmp, unpacked.size)
+                        }
+                    };
                     fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
                     made.push(dir);
-                    size += unpacked.size;
+                    size += unpacked_size;
                     let kept = self.layer_blob(&hex);
                     if !kept.exists() {
                         fs::hard_link(&blob, &kept).map_err(io_err(&kept))?;

@@ -542,6 +542,16 @@ fn pulled(store: &Store, name: &str, layers: &[Vec<u8>]) -> Pulled {
     }
 }
 
+fn config_diff_ids(p: &Pulled) -> Vec<String> {
+    let c: serde_json::Value = serde_json::from_slice(&p.config).unwrap();
+    c["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn a_pull_commits_whole_and_shares_layers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -551,7 +561,7 @@ fn a_pull_commits_whole_and_shares_layers() {
     let p = pulled(&store, "reg:5000/app:1", &[base.clone(), top]);
     let mut steps = Vec::new();
     let loaded = store
-        .commit_pull(&p, &mut |i, s| steps.push((i, s)))
+        .commit_pull(&p, Vec::new(), &mut |i, s| steps.push((i, s)))
         .unwrap();
     assert_eq!(loaded.names, ["reg:5000/app:1"]);
     assert!(steps.contains(&(0, Commit::Done)) && steps.contains(&(1, Commit::Done)));
@@ -576,7 +586,11 @@ fn a_pull_commits_whole_and_shares_layers() {
         E::Dir("etc"),
         E::File("etc/os", b"corral\n", 0o644)
     ]))));
-    store.commit_pull(&q, &mut |_, _| {}).unwrap();
+    // Its own layer unpacked ahead, as a pull does while downloading.
+    let staged = store
+        .stage_layer(&q.layers[1], &config_diff_ids(&q)[1], &mut |_| {})
+        .unwrap();
+    store.commit_pull(&q, vec![staged], &mut |_, _| {}).unwrap();
     let store = Store::open(tmp.path().join("store")).unwrap();
     assert_eq!(store.list().unwrap().len(), 2);
     assert!(store
@@ -597,7 +611,9 @@ fn a_pull_with_a_bad_layer_leaves_nothing_listed_and_keeps_the_good_downloads() 
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     fs::write(&bad_blob, bytes).unwrap();
-    let e = store.commit_pull(&p, &mut |_, _| {}).unwrap_err();
+    let e = store
+        .commit_pull(&p, Vec::new(), &mut |_, _| {})
+        .unwrap_err();
     assert!(e.to_string().contains(&p.layers[1].digest), "{e}");
     assert_store_empty(&store);
     assert!(store.list().unwrap().is_empty());
@@ -608,7 +624,9 @@ fn a_pull_with_a_bad_layer_leaves_nothing_listed_and_keeps_the_good_downloads() 
     );
     // A config whose diff ids do not match the layers is refused too.
     p.layers.truncate(1);
-    let e = store.commit_pull(&p, &mut |_, _| {}).unwrap_err();
+    let e = store
+        .commit_pull(&p, Vec::new(), &mut |_, _| {})
+        .unwrap_err();
     assert!(e.to_string().contains("2"), "{e}");
     // Partial downloads are cleared when the store opens; verified stay.
     let (_, partial) = store.download_paths(&p.layers[0].digest).unwrap();

@@ -78,7 +78,7 @@ pub async fn pull(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Ap
     Ok(stream(move |progress| async move {
         let shown = plan.shown().to_owned();
         let store = engine.images().clone();
-        match registry::pull::fetch(plan, store, engine.blob_locks(), &progress).await {
+        match registry::pull::fetch(plan, store, engine.blob_locks().clone(), &progress).await {
             Ok(loaded) => {
                 let name = loaded.names.first().cloned().unwrap_or(loaded.id);
                 let attrs = std::collections::BTreeMap::from([("name".to_owned(), name.clone())]);

@@ -195,7 +195,7 @@ pub struct Engine {
     /// `docker exec` instances, by id.
     execs: Mutex<BTreeMap<String, Arc<Exec>>>,
     /// Pulls in progress, one lock per blob they fetch.
-    blob_locks: crate::registry::BlobLocks,
+    blob_locks: Arc<crate::registry::BlobLocks>,
 }
 
 /// A fresh random container id: 64 hex digits, as Docker's.
@@ -256,7 +256,7 @@ impl Engine {
         &self.images
     }
 
-    pub fn blob_locks(&self) -> &crate::registry::BlobLocks {
+    pub fn blob_locks(&self) -> &Arc<crate::registry::BlobLocks> {
         &self.blob_locks
     }
 

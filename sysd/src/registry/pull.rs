@@ -7,10 +7,9 @@
 //! (the reference, the registry, credentials, the manifest), so those
 //! failures are HTTP errors as Docker's are; [`fetch`] streams progress.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::{Client, Reference};
 use serde_json::json;
@@ -19,7 +18,7 @@ use std::io::Write;
 
 use super::progress::{bar, short, Progress};
 use super::{familiar_repository, reference, store_name, BlobLocks, Credentials, Error, Settings};
-use corral_image::{Commit, Loaded, Pulled, PulledLayer, Store};
+use corral_image::{Loaded, Pulled, PulledLayer, Store};
 
 /// Media types of layers the store can unpack.
 const LAYER_TYPES: &[&str] = &[
@@ -137,7 +136,7 @@ pub async fn resolve(
 pub async fn fetch(
     plan: Plan,
     store: Arc<Store>,
-    locks: &BlobLocks,
+    locks: Arc<BlobLocks>,
     progress: &Progress,
 ) -> Result<Loaded, Error> {
     let tag_or_digest = plan
@@ -162,28 +161,79 @@ pub async fn fetch(
             diff_ids.len()
         )));
     }
-    let up_to_date = store
+    // Docker's words: "up to date" when the name already meant this
+    // image, "newer image" when the name is new or moved to it.
+    let have = store
         .has_image(&plan.config)
-        .map_err(|e| Error::Store(e.to_string()))?
-        .is_some();
+        .map_err(|e| Error::Store(e.to_string()))?;
+    let up_to_date = match (&have, &plan.name) {
+        (Some(id), Some(name)) => store.get(name).is_ok_and(|i| i.id == *id),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
     let mut wanted = Vec::new();
     for (layer, diff_id) in plan.manifest.layers.iter().zip(&diff_ids) {
         if store.has_layer(diff_id) {
             progress.layer(short(&layer.digest), "Already exists").await;
         } else {
-            wanted.push(layer.clone());
+            wanted.push((layer.clone(), diff_id.clone()));
         }
     }
-    for (i, layer) in wanted.iter().enumerate() {
+    for (i, (layer, _)) in wanted.iter().enumerate() {
         let status = if i < 3 { "Pulling fs layer" } else { "Waiting" };
         progress.layer(short(&layer.digest), status).await;
     }
-    let fetched: HashSet<String> = wanted.iter().map(|l| l.digest.clone()).collect();
     let started = std::time::Instant::now();
-    futures_util::stream::iter(wanted.iter().map(Ok))
-        .try_for_each_concurrent(3, |layer| download(&plan, layer, &store, locks, progress))
-        .await?;
-    let downloaded = started.elapsed();
+    // Layers download three at a time, each in a task of its own, and are
+    // unpacked in order as each arrives, so unpacking overlaps the
+    // downloads still running. Returning early drops `tasks`, which
+    // aborts the downloads left.
+    let shown = plan.shown.clone();
+    let plan = Arc::new(plan);
+    let slots = Arc::new(tokio::sync::Semaphore::new(3));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut dones = Vec::new();
+    for (layer, _) in &wanted {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+        dones.push(rx);
+        let (plan, store, locks, progress, slots, layer) = (
+            plan.clone(),
+            store.clone(),
+            locks.clone(),
+            progress.clone(),
+            slots.clone(),
+            layer.clone(),
+        );
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let _ = tx.send(download(&plan, &layer, &store, &locks, &progress).await);
+        });
+    }
+    let mut staged = Vec::new();
+    for ((layer, diff_id), done) in wanted.iter().zip(dones) {
+        done.await
+            .map_err(|_| Error::Store(format!("{shown}: a download ended unanswered")))??;
+        let id = short(&layer.digest).to_owned();
+        let total = layer.size.max(0) as u64;
+        let pulled_layer = PulledLayer {
+            digest: layer.digest.clone(),
+            size: total,
+        };
+        let (s, d, p, i) = (store.clone(), diff_id.clone(), progress.clone(), id.clone());
+        let st = tokio::task::spawn_blocking(move || {
+            s.stage_layer(&pulled_layer, &d, &mut |read| {
+                p.blocking_send(bar(&i, "Extracting", read, total))
+            })
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+        .map_err(|e| Error::Store(format!("{shown}: {e}")))?;
+        progress
+            .send(json!({"status": "Pull complete", "progressDetail": {}, "id": id}))
+            .await;
+        staged.push(st);
+    }
+    drop(tasks);
 
     let pulled = Pulled {
         name: plan.name.clone(),
@@ -199,40 +249,23 @@ pub async fn fetch(
             })
             .collect(),
     };
-    let ids: Vec<(String, bool)> = plan
-        .manifest
-        .layers
-        .iter()
-        .map(|l| (short(&l.digest).to_owned(), fetched.contains(&l.digest)))
-        .collect();
-    let p = progress.clone();
+    let s = store.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        store.commit_pull(&pulled, &mut |i, step| {
-            let Some((id, true)) = ids.get(i) else {
-                return;
-            };
-            match step {
-                Commit::Extracting { read, total } => {
-                    p.blocking_send(bar(id, "Extracting", read, total))
-                }
-                Commit::Done => p.blocking_send(
-                    json!({"status": "Pull complete", "progressDetail": {}, "id": id}),
-                ),
-            }
-        })
+        // Every layer is in the store or staged: nothing is left to
+        // report but the commit itself.
+        s.commit_pull(&pulled, staged, &mut |_, _| {})
     })
     .await
     .map_err(|e| Error::Store(e.to_string()))?
     .map_err(|e| Error::Store(format!("{}: {e}", plan.shown)))?;
 
     log::info!(
-        "pulled {}: {} of {} layers fetched ({} bytes) in {} ms, unpacked in {} ms",
+        "pulled {}: {} of {} layers fetched ({} bytes) and unpacked in {} ms",
         plan.shown,
         wanted.len(),
         plan.manifest.layers.len(),
-        wanted.iter().map(|l| l.size.max(0)).sum::<i64>(),
-        downloaded.as_millis(),
-        (started.elapsed() - downloaded).as_millis()
+        wanted.iter().map(|(l, _)| l.size.max(0)).sum::<i64>(),
+        started.elapsed().as_millis()
     );
     let digest = plan
         .repo_digest
