@@ -164,7 +164,10 @@ pub fn run(runs: usize, logs: &Path) -> Result<()> {
     // Warm both paths once (page cache, the registry's own caches).
     timed(&mut vm, &engine_pull)?;
     timed(&mut vm, &skopeo_pull)?;
-    let mut t: [Vec<f64>; 4] = Default::default();
+    // The client's own cost, for the cached row: a call that does not
+    // reach a registry.
+    let cli_alone = format!("docker image inspect {remote} >/dev/null");
+    let mut t: [Vec<f64>; 5] = Default::default();
     for _ in 0..runs.max(1) {
         vm.run_ok(&engine_clear, LONG)?;
         t[0].push(timed(&mut vm, &engine_pull)?);
@@ -172,8 +175,9 @@ pub fn run(runs: usize, logs: &Path) -> Result<()> {
         t[1].push(timed(&mut vm, &skopeo_pull)?);
         t[2].push(timed(&mut vm, &engine_pull)?);
         t[3].push(timed(&mut vm, &skopeo_pull)?);
+        t[4].push(timed(&mut vm, &cli_alone)?);
     }
-    let [ec, sc, ew, sw] = t.map(median);
+    let [ec, sc, ew, sw, cli] = t.map(median);
     println!(
         "image benchmark: pull of a 4-layer image ({:.1} MB) from a local registry, {} interleaved rounds, medians, TCG",
         archive_size as f64 / 1e6,
@@ -184,6 +188,7 @@ pub fn run(runs: usize, logs: &Path) -> Result<()> {
         "  layers cached:   corral user engine {ew:>7.2} s, skopeo copy {sw:>7.2} s, ratio {:.2}x",
         ew / sw
     );
+    println!("  the docker CLI alone (`docker image inspect`): {cli:.2} s");
     // The engine's own account of the last cold pull: transfer against
     // unpacking.
     let log = vm.run(
