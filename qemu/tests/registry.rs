@@ -583,6 +583,17 @@ fn pull_push_and_login_against_real_registries() {
         &digests,
         &format!("{secure_at}/team/app@{digest}"),
     );
+    // The same image pushed to another repository of the registry: its
+    // layers are mounted from the first, not uploaded again.
+    let copy = format!("{secure_at}/team/copy:1");
+    docker.ok(&vm, &["tag", &by_digest, &copy]);
+    let o = docker.ok(&vm, &["push", &copy]);
+    assert_has(
+        &vm,
+        "a push to a second repository",
+        &o,
+        "Mounted from team/app",
+    );
     docker.ok(&vm, &["logout", &secure_at]);
     let o = docker.run(&["pull", &team]);
     assert!(!o.status.success());

@@ -58,6 +58,12 @@ pub async fn push(
         .config_bytes(&local)
         .map_err(|e| Error::Store(e.to_string()))?;
 
+    let mount_sources: Vec<oci_client::Reference> = local
+        .repo_digests
+        .iter()
+        .filter_map(|d| reference(d).ok())
+        .filter(|s| s.registry() == r.registry() && s.repository() != r.repository())
+        .collect();
     progress
         .status(&format!(
             "The push refers to repository [{}]",
@@ -83,6 +89,22 @@ pub async fn push(
             .map_err(|e| Error::from_oci(&what, &registry, e))?
         {
             progress.layer(&id, "Layer already exists").await;
+            continue;
+        }
+        // Another repository of the same registry that has the image
+        // (it was pulled from or pushed there) lends the blob without an
+        // upload; a registry that will not answers 202, and it is sent.
+        let mut mounted = false;
+        for source in &mount_sources {
+            if client.mount_blob(&r, source, &desc.digest).await.is_ok() {
+                progress
+                    .layer(&id, &format!("Mounted from {}", source.repository()))
+                    .await;
+                mounted = true;
+                break;
+            }
+        }
+        if mounted {
             continue;
         }
         let stream = file_stream(path.clone(), id.clone(), desc.size as u64, progress.clone());
