@@ -225,12 +225,14 @@ impl StateDir {
     pub fn load(&self, id: &str) -> io::Result<Record> {
         let path = self.path(id);
         let data = fs::read(&path)?;
-        serde_json::from_slice(&data).map_err(|e| {
+        let mut record: Record = serde_json::from_slice(&data).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {e}", path.display()),
             )
-        })
+        })?;
+        record.api.network.upgrade();
+        Ok(record)
     }
 
     /// Every record, and for each unreadable one its path and the error (so

@@ -15,7 +15,7 @@ use common::{busybox_image, cgroup2_mount, def, exec};
 
 fn engine(tmp: &std::path::Path, parent: &str) -> Arc<Engine> {
     let cfg = EngineConfig {
-        bridge: None,
+        networking: None,
         registries: Default::default(),
         dns: Vec::new(),
         role: corral_sysd::role::USER,

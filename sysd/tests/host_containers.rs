@@ -52,7 +52,7 @@ async fn containers_are_isolated_and_torn_down() {
     let archive = busybox_image(tmp.path());
     let parent = format!("corral-test-{}", std::process::id());
     let cfg = EngineConfig {
-        bridge: None,
+        networking: None,
         registries: Default::default(),
         dns: Vec::new(),
         role: corral_sysd::role::USER,
@@ -214,7 +214,7 @@ async fn shared_and_slave_binds_propagate_mounts() {
     let archive = busybox_image(tmp.path());
     let parent = format!("corral-test-prop-{}", std::process::id());
     let cfg = EngineConfig {
-        bridge: None,
+        networking: None,
         registries: Default::default(),
         dns: Vec::new(),
         role: corral_sysd::role::USER,

@@ -18,7 +18,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 fn engine(tmp: &std::path::Path, parent: &str) -> Arc<Engine> {
     let cfg = EngineConfig {
-        bridge: None,
+        networking: None,
         registries: Default::default(),
         dns: Vec::new(),
         role: corral_sysd::role::USER,

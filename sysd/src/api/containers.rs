@@ -25,7 +25,7 @@ use super::networks;
 use super::streams;
 use super::{flag, json_response, parse_query, read_body, ApiError, ApiResult, Query};
 use crate::engine::{Engine, Snapshot};
-use crate::network::Bridge;
+use crate::network::NetworkStore;
 use crate::state::{RunState, Status};
 
 pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
@@ -96,7 +96,7 @@ async fn container_action(
                         .map(str::to_owned)
                 });
             let net = inspect::NetView {
-                bridge: engine.config().bridge.as_ref(),
+                networks: engine.networks(),
                 netns: engine.netns_of(id),
             };
             let mut v = inspect::inspect(&snap, reasons.as_deref(), &net);
@@ -280,7 +280,7 @@ pub(super) fn labels(snap: &Snapshot) -> HashMap<String, String> {
 
 pub(super) fn summary(
     snap: &Snapshot,
-    bridge: Option<&Bridge>,
+    bridge: Option<&NetworkStore>,
     mounts: Vec<bollard_stubs::models::MountPoint>,
 ) -> ContainerSummary {
     let r = &snap.record;
@@ -376,6 +376,11 @@ impl Filters {
     pub fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
+
+    /// The values given for `key`.
+    pub fn values(&self, key: &str) -> &[String] {
+        self.0.get(key).map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 const PS_FILTERS: &[&str] = &["id", "name", "label", "status", "exited"];
@@ -412,7 +417,7 @@ fn list(engine: &Arc<Engine>, q: &Query) -> ApiResult {
         })
         .map(|s| {
             let mounts = super::volumes::mount_points(engine, &s.record);
-            summary(s, engine.config().bridge.as_ref(), mounts)
+            summary(s, engine.networks(), mounts)
         })
         .collect();
     if let Some(n) = limit {

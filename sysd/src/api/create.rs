@@ -261,6 +261,10 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
         port_key("ExposedPorts", p)?;
     }
     fields.network.mode = Mode::Bridge;
+    fields.network.endpoints = vec![crate::network::Endpoint {
+        name: crate::network::BRIDGE_NAME.into(),
+        ..Default::default()
+    }];
     if let Some(volumes) = body.volumes {
         // `-v /path`: a new anonymous volume there.
         let mut paths = volumes;
@@ -282,7 +286,7 @@ fn translate(body: ContainerCreateBody) -> Result<Create, ApiError> {
     }
     mounts::check_targets(&def, &mut fields)?;
     if let Some(endpoints) = body.networking_config.and_then(|n| n.endpoints_config) {
-        endpoints_config(&fields.network.mode, endpoints)?;
+        endpoints_config(&mut fields.network, endpoints)?;
     }
     Ok(Create {
         def,
@@ -360,28 +364,47 @@ fn port_bindings(map: bollard_stubs::models::PortMap) -> Result<Vec<PortMap>, Ap
     Ok(out)
 }
 
-/// `--network NAME` also names the network here, with endpoint options
-/// (`--ip`, `--network-alias`...) that the default networks do not take.
+/// `NetworkingConfig.EndpointsConfig`: the endpoint options (`--ip`,
+/// `--network-alias`) of the network `--network` named, the only one a
+/// container is created on (Docker 20.10's rule; `network connect` adds
+/// more).
 fn endpoints_config(
-    mode: &Mode,
+    net: &mut crate::network::Settings,
     endpoints: std::collections::HashMap<String, bollard_stubs::models::EndpointSettings>,
 ) -> Result<(), ApiError> {
+    if endpoints.len() > 1 {
+        let mut names: Vec<_> = endpoints.keys().cloned().collect();
+        names.sort();
+        return Err(ApiError::bad(format!(
+            "Container cannot be connected to network endpoints: {} (a container is created on one network; docker network connect adds others)",
+            names.join(", ")
+        )));
+    }
     for (name, settings) in endpoints {
-        let ours = match mode {
-            Mode::Container(_) => false,
-            m => m.docker_name() == name,
+        let primary = match (&net.mode, net.endpoints.first_mut()) {
+            (Mode::Bridge, Some(e)) if e.name == name || e.name == settings.network_id.clone().unwrap_or_default() => e,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "NetworkingConfig.EndpointsConfig: network {name:?} is not the one HostConfig.NetworkMode names ({})",
+                    net.mode.docker_name()
+                )))
+            }
         };
-        if !ours {
-            return Err(ApiError::bad(format!(
-                "NetworkingConfig.EndpointsConfig: network {name:?}: user-defined networks are not supported by this engine yet (bridge, host, none, container:NAME)"
-            )));
+        let mut v = serde_json::to_value(&settings).map_err(ApiError::internal)?;
+        if let Value::Object(o) = &mut v {
+            for k in ["Aliases", "IPAMConfig", "Links", "NetworkID"] {
+                o.remove(k);
+            }
         }
-        let v = serde_json::to_value(&settings).map_err(ApiError::internal)?;
         if let Some((path, value)) = unsupported(&v, "") {
             return Err(ApiError::bad(format!(
-                "NetworkingConfig.EndpointsConfig.{name}.{path}: {value} is not supported by this engine on the default networks"
+                "NetworkingConfig.EndpointsConfig.{name}.{path}: {value} is not supported by this engine"
             )));
         }
+        let asked = super::networks::endpoint_request(Some(settings))?;
+        primary.aliases = asked.aliases;
+        primary.ip = asked.ip;
+        primary.static_ip = asked.static_ip;
     }
     Ok(())
 }
@@ -498,13 +521,27 @@ fn host_config(
             Mode::Host
         }
         "none" => Mode::None,
-        "" | "default" | "bridge" => Mode::Bridge,
+        "" | "default" | "bridge" => {
+            net.endpoints = vec![crate::network::Endpoint {
+                name: crate::network::BRIDGE_NAME.into(),
+                ..Default::default()
+            }];
+            Mode::Bridge
+        }
         other => match other.strip_prefix("container:") {
             Some(c) if !c.is_empty() => Mode::Container(c.to_owned()),
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "HostConfig.NetworkMode: {other:?}: user-defined networks are not supported by this engine yet (bridge, host, none, container:NAME)"
-                )))
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "HostConfig.NetworkMode: container: needs a container's name or id",
+                ))
+            }
+            // A user-defined network, by name or id (the engine finds it).
+            None => {
+                net.endpoints = vec![crate::network::Endpoint {
+                    name: other.to_owned(),
+                    ..Default::default()
+                }];
+                Mode::Bridge
             }
         },
     };
@@ -762,8 +799,8 @@ mod tests {
             mode("container:web").unwrap(),
             Mode::Container("web".into())
         );
-        let e = mode("mynet").unwrap_err().message;
-        assert!(e.contains("\"mynet\": user-defined networks"), "{e}");
+        assert_eq!(mode("mynet").unwrap(), Mode::Bridge);
+        assert!(mode("container:").is_err());
         let ports = r#""PortBindings":{"80/tcp":[{"HostPort":"8080"}]}"#;
         let with_ports = |m: &str| {
             let body = format!(r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{m}",{ports}}}}}"#);
@@ -780,14 +817,25 @@ mod tests {
         let e = parse(br#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"web":{}}}}"#)
             .unwrap_err()
             .message;
-        assert!(e.contains("network \"web\""), "{e}");
-        let e = parse(br#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"bridge":{"IPAMConfig":{"IPv4Address":"172.17.0.9"}}}}}"#)
+        assert!(e.contains("network \"web\" is not the one"), "{e}");
+        let e = parse(br#"{"Image":"b","HostConfig":{"NetworkMode":"app"},"NetworkingConfig":{"EndpointsConfig":{"app":{"MacAddress":"02:00:00:00:00:01"}}}}"#)
             .unwrap_err()
             .message;
-        assert!(
-            e.contains("EndpointsConfig.bridge.IPAMConfig.IPv4Address"),
-            "{e}"
-        );
+        assert!(e.contains("EndpointsConfig.app.MacAddress"), "{e}");
+        let e = parse(br#"{"Image":"b","HostConfig":{"NetworkMode":"app"},"NetworkingConfig":{"EndpointsConfig":{"app":{},"other":{}}}}"#)
+            .unwrap_err()
+            .message;
+        assert!(e.contains("endpoints: app, other"), "{e}");
+        // A user-defined network with its aliases and address: the engine
+        // finds the network and checks the address at create.
+        let c = parse(br#"{"Image":"b","HostConfig":{"NetworkMode":"app"},"NetworkingConfig":{"EndpointsConfig":{"app":{"Aliases":["db"],"IPAMConfig":{"IPv4Address":"10.1.0.9"}}}}}"#)
+            .unwrap();
+        let n = &c.fields.network;
+        assert_eq!(n.mode, Mode::Bridge);
+        assert_eq!(n.endpoints[0].name, "app");
+        assert_eq!(n.endpoints[0].aliases, ["db"]);
+        assert_eq!(n.endpoints[0].ip, Some("10.1.0.9".parse().unwrap()));
+        assert!(n.endpoints[0].static_ip);
         for (bindings, needle) in [
             (r#"{"80-81/tcp":[{"HostPort":"1"}]}"#, "port ranges"),
             (r#"{"80/sctp":[{"HostPort":"1"}]}"#, "sctp"),
@@ -980,7 +1028,7 @@ mod tests {
                 "minimum memory",
             ),
             (
-                r#"{"Image":"b","HostConfig":{"NetworkMode":"bridge2"}}"#,
+                r#"{"Image":"b","HostConfig":{"NetworkMode":"container:"}}"#,
                 "HostConfig.NetworkMode",
             ),
             (

@@ -282,6 +282,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("images") => images::route(engine, req, &parts[1..]).await,
         Some("exec") => exec::route(engine, req, &parts[1..]).await,
         Some("volumes") => volumes::route(engine, req, &parts[1..]).await,
+        Some("networks") => networks::route(engine, req, &parts[1..]).await,
         Some("auth") if req.method() == Method::POST && parts.len() == 1 => {
             distribution::login(engine, req).await
         }
@@ -291,9 +292,6 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
         Some("system") if req.method() == Method::GET && parts == ["system", "df"] => {
             system::df(engine).await
-        }
-        Some("networks") if req.method() == Method::POST && parts == ["networks", "prune"] => {
-            networks::prune()
         }
         // `system prune` prunes the build cache too: the classic builder
         // keeps none apart from images, which `image prune` covers.
@@ -308,7 +306,6 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
 /// Docker API resources this engine does not serve yet: a clear 501
 /// rather than a 404 that reads like a missing object.
 const NOT_YET: &[&str] = &[
-    "networks",
     "build",
     "plugins",
     "swarm",

@@ -232,7 +232,7 @@ pub async fn df(engine: &Arc<Engine>) -> ApiResult {
                 s
             })
             .collect();
-        let bridge = engine.config().bridge.as_ref();
+        let bridge = engine.networks();
         let container_summaries = containers
             .iter()
             .map(|c| {

@@ -147,7 +147,7 @@ pub fn mount_points(engine: &Engine, r: &crate::state::Record) -> Vec<MountPoint
 }
 
 /// Docker's `label` filter: `KEY` or `KEY=VALUE` (`label!=` for prune).
-fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
+pub(super) fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
     match filter.split_once('=') {
         Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
         None => labels.contains_key(filter),

@@ -118,34 +118,42 @@ fn main() {
     }
 }
 
-/// The default bridge from `[user-engine]` of the running config; none
-/// (containers get a loopback only) without netavark.
-fn bridge(
+/// The networks' tools and the default bridge's subnet from
+/// `[user-engine]` of the running config; none (containers get a loopback
+/// only) without netavark.
+fn networking(
     netavark: &std::path::Path,
     settings: &corral_config::UserEngineConfig,
     run_root: &std::path::Path,
-) -> Option<corral_sysd::network::Bridge> {
+) -> Option<corral_sysd::network::Networking> {
     if !netavark.exists() {
         warn!(
-            "no bridge network: {} is missing; containers get only a loopback interface",
+            "no networks: {} is missing; containers get only a loopback interface",
             netavark.display()
         );
         return None;
     }
     let subnet = settings.bridge_subnet;
     let std::net::IpAddr::V4(addr) = subnet.addr else {
-        error!("user-engine.bridge-subnet {subnet} is not IPv4; no bridge network");
+        error!("user-engine.bridge-subnet {subnet} is not IPv4; no networks");
+        return None;
+    };
+    let Ok(bridge_subnet) = ipnet::Ipv4Net::new(addr, subnet.prefix) else {
+        error!("user-engine.bridge-subnet {subnet}: bad prefix; no networks");
         return None;
     };
     info!(
         "bridge network {subnet} on {}",
         corral_sysd::network::BRIDGE_INTERFACE
     );
-    Some(corral_sysd::network::Bridge {
-        netavark: netavark.to_owned(),
-        config_dir: run_root.join("netavark"),
-        subnet: addr,
-        prefix: subnet.prefix,
+    Some(corral_sysd::network::Networking {
+        tool: corral_sysd::network::Netavark {
+            netavark: netavark.to_owned(),
+            // Debian's aardvark-dns package puts it beside netavark.
+            aardvark: netavark.with_file_name("aardvark-dns"),
+            config_dir: run_root.join("netavark"),
+        },
+        bridge_subnet,
     })
 }
 
@@ -179,7 +187,7 @@ async fn run(args: Args) -> Result<()> {
         log_max_size: logs::DEFAULT_MAX_SIZE,
         log_keep: logs::DEFAULT_KEEP,
         role: policy.clone(),
-        bridge: None,
+        networking: None,
         registries: Default::default(),
         dns: Vec::new(),
     };
@@ -198,7 +206,7 @@ async fn run(args: Args) -> Result<()> {
         };
         if let Some(default) = policy.netavark {
             let netavark = args.netavark.clone().unwrap_or_else(|| default.into());
-            cfg.bridge = bridge(&netavark, &settings, &cfg.run_root);
+            cfg.networking = networking(&netavark, &settings, &cfg.run_root);
         }
         cfg.registries = corral_sysd::registry::Settings::from_config(&settings);
         cfg.dns = settings.dns.clone();
@@ -216,6 +224,7 @@ async fn run(args: Args) -> Result<()> {
     // Containers that outlived a previous engine first, so nothing is
     // started twice.
     engine.adopt();
+    engine.restore_networks();
 
     let listener =
         api::bind(&socket, policy.socket_mode, socket_group).context("the API socket")?;

@@ -65,7 +65,10 @@ impl Engine {
                 // its network is left in the kernel to tear down.
                 let net = &mut record.api.network;
                 net.attached = false;
-                net.mac = None;
+                for e in &mut net.endpoints {
+                    e.attached = false;
+                    e.mac = None;
+                }
                 net.bound_ports.clear();
             }
             let st = &record.state;

@@ -38,6 +38,7 @@ mod exec;
 mod follow;
 mod lifecycle;
 mod net;
+mod networks;
 mod stats;
 mod volumes;
 
@@ -68,9 +69,10 @@ pub struct EngineConfig {
     pub monitor_binary: PathBuf,
     pub log_max_size: u64,
     pub log_keep: u32,
-    /// The default bridge network (the user engine's, when netavark is
-    /// there); without one, containers get only a loopback.
-    pub bridge: Option<crate::network::Bridge>,
+    /// Networks (the user engine's, when netavark is there): the tools
+    /// and the default bridge's subnet. Without them, containers get only
+    /// a loopback.
+    pub networking: Option<crate::network::Networking>,
     /// Registries to pull from and push to (`[user-engine]`).
     pub registries: crate::registry::Settings,
     /// DNS servers for containers that set none (`[user-engine] dns`);
@@ -89,6 +91,11 @@ pub enum EngineError {
     #[error("{0}")]
     NoSuchVolume(String),
     #[error("{0}")]
+    NoSuchNetwork(String),
+    /// Docker's 403: a pre-defined network, one with active endpoints.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     NotModified(String),
@@ -105,7 +112,9 @@ impl EngineError {
             Self::NoSuchContainer(_)
             | Self::NoSuchImage(_)
             | Self::NoSuchExec(_)
-            | Self::NoSuchVolume(_) => 404,
+            | Self::NoSuchVolume(_)
+            | Self::NoSuchNetwork(_) => 404,
+            Self::Forbidden(_) => 403,
             Self::Conflict(_) => 409,
             Self::NotModified(_) => 304,
             Self::Invalid(_) => 400,
@@ -191,6 +200,7 @@ pub struct Engine {
     states: StateDir,
     inner: Mutex<Inner>,
     volumes: crate::volumes::VolumeStore,
+    networks: Option<crate::network::NetworkStore>,
     events: events::Events,
     /// `docker exec` instances, by id.
     execs: Mutex<BTreeMap<String, Arc<Exec>>>,
@@ -230,8 +240,20 @@ impl Engine {
             .with_context(|| format!("opening the image store in {}", cfg.data_root.display()))?;
         let volumes = crate::volumes::VolumeStore::open(cfg.data_root.join("volumes"))
             .with_context(|| format!("opening the volumes in {}", cfg.data_root.display()))?;
+        let networks = match &cfg.networking {
+            Some(n) => Some(
+                crate::network::NetworkStore::open(
+                    cfg.data_root.join("networks"),
+                    n.tool.clone(),
+                    n.bridge_subnet,
+                )
+                .with_context(|| format!("opening the networks in {}", cfg.data_root.display()))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(Self {
             volumes,
+            networks,
             events: events::Events::default(),
             states: StateDir::new(if cfg.role.persistent_records {
                 cfg.data_root.join("containers")

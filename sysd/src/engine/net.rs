@@ -1,8 +1,10 @@
 //! A container's network across its life: planned at create (mode,
 //! address, the /etc files), set up before each start, torn down after
-//! each exit, pinned again when a restarted engine adopts it. The network
-//! itself is `crate::network`'s.
+//! each exit, pinned again when a restarted engine adopts it. The
+//! networks themselves are `crate::network`'s; `networks.rs` has the
+//! API's operations on them (create, connect, ...).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use corral_runtime::netns;
 use log::{info, warn};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
 
-use super::{internal, resolve_in, Engine, EngineError, Result};
-use crate::network::{self, Mode, NetError, PortMap};
+use super::{internal, resolve_in, Engine, EngineError, Inner, Result};
+use crate::network::{self, Attachment, Endpoint, Mode, NetError, Network, NetworkStore, PortMap};
 use crate::state::ApiFields;
 
 /// The /etc files every API container gets, written by the engine.
@@ -25,10 +27,69 @@ const HOST_HOSTS: &str = "/etc/hosts";
 impl From<NetError> for EngineError {
     fn from(e: NetError) -> Self {
         match e {
-            NetError::PortInUse(m) => EngineError::Conflict(m),
+            NetError::PortInUse(m) | NetError::Exists(m) => EngineError::Conflict(m),
+            NetError::Invalid(m) => EngineError::Invalid(m),
+            NetError::NotFound(m) => EngineError::NoSuchNetwork(m),
+            NetError::Forbidden(m) => EngineError::Forbidden(m),
             other => EngineError::Internal(other.to_string()),
         }
     }
+}
+
+/// The addresses containers hold on network `id`.
+pub(super) fn used_addresses(inner: &Inner, id: &str) -> Vec<Ipv4Addr> {
+    inner
+        .containers
+        .values()
+        .filter_map(|c| c.record.api.network.endpoint(id).and_then(|e| e.ip))
+        .collect()
+}
+
+/// Gives `endpoint` its place on `network`: the address asked for (on a
+/// network whose subnet was given, free) or the lowest free one, and on
+/// a network with DNS the container's short id as an alias, Docker's.
+pub(super) fn place(
+    inner: &Inner,
+    network: &Network,
+    endpoint: &mut Endpoint,
+    container_id: &str,
+) -> Result<()> {
+    endpoint.network = network.id.clone();
+    endpoint.name = network.name.clone();
+    if !network.dns && !endpoint.aliases.is_empty() {
+        return Err(EngineError::Invalid(
+            "network-scoped alias is supported only for containers in user defined networks".into(),
+        ));
+    }
+    let used = used_addresses(inner, &network.id);
+    match endpoint.ip {
+        Some(ip) if endpoint.static_ip => {
+            if !network.configured {
+                return Err(EngineError::Invalid(format!(
+                    "--ip {ip}: user specified IP address is supported only when connecting to networks with user configured subnets ({} has none)",
+                    network.name
+                )));
+            }
+            if !network.contains(ip) {
+                return Err(EngineError::Invalid(format!(
+                    "--ip {ip} is not a container address of network {} ({})",
+                    network.name, network.subnet
+                )));
+            }
+            if used.contains(&ip) {
+                return Err(EngineError::Conflict(format!(
+                    "--ip {ip}: Address already in use on network {}",
+                    network.name
+                )));
+            }
+        }
+        _ => endpoint.ip = Some(network.allocate(&used)?),
+    }
+    let short = &container_id[..12];
+    if network.dns && !endpoint.aliases.iter().any(|a| a == short) {
+        endpoint.aliases.push(short.to_owned());
+    }
+    Ok(())
 }
 
 fn set_netns(spec: &mut Spec, path: Option<&Path>) {
@@ -84,11 +145,21 @@ impl Engine {
         }
         let inner = self.lock();
         let net = &mut api.network;
-        if net.mode == Mode::Bridge && self.cfg.bridge.is_none() {
+        let default_bridge = net
+            .endpoints
+            .first()
+            .is_none_or(|e| e.name.is_empty() || e.name == network::BRIDGE_NAME);
+        if net.mode == Mode::Bridge && self.networks.is_none() {
+            if !default_bridge {
+                return Err(EngineError::Invalid(
+                    "this engine has no networks (netavark is missing): only --network host, none or container:NAME".into(),
+                ));
+            }
             warnings.push(
                 "this engine has no bridge network: the container gets only a loopback interface (use --network host to share the machine's)".into(),
             );
             net.mode = Mode::None;
+            net.endpoints.clear();
             net.ports.clear();
         }
         // `--add-host NAME:host-gateway`: the bridge's address, Docker's.
@@ -97,7 +168,7 @@ impl Engine {
             .iter_mut()
             .filter(|(_, ip)| ip == "host-gateway")
         {
-            let gateway = self.cfg.bridge.as_ref().map(|b| b.gateway()).ok_or_else(|| {
+            let gateway = self.networks.as_ref().map(|n| n.bridge().gateway).ok_or_else(|| {
                 EngineError::Invalid(
                     "--add-host ...:host-gateway needs the bridge network, which this engine does not have".into(),
                 )
@@ -107,11 +178,7 @@ impl Engine {
         let mut etc_source = self.data_dir(id);
         match net.mode.clone() {
             Mode::Bridge => {
-                let bridge = self
-                    .cfg
-                    .bridge
-                    .as_ref()
-                    .ok_or_else(|| internal("no bridge"))?;
+                let store = self.network_store()?;
                 if net.publish_all {
                     for key in api.exposed_ports.iter().chain(image_exposed) {
                         let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
@@ -132,12 +199,17 @@ impl Engine {
                         }
                     }
                 }
-                let used: Vec<_> = inner
-                    .containers
-                    .values()
-                    .filter_map(|c| c.record.api.network.ip)
-                    .collect();
-                net.ip = Some(bridge.allocate(&used)?);
+                if net.endpoints.is_empty() {
+                    net.endpoints.push(Endpoint::default());
+                }
+                let endpoint = &mut net.endpoints[0];
+                let network = if endpoint.name.is_empty() {
+                    store.bridge().clone()
+                } else {
+                    store.find(&endpoint.name)?
+                };
+                place(&inner, &network, endpoint, id)?;
+                endpoint.interface = "eth0".into();
                 set_netns(spec, Some(&self.netns_path(id)));
             }
             Mode::Container(reference) => {
@@ -206,14 +278,24 @@ impl Engine {
                 let resolv = if dns.is_empty() {
                     host_resolv
                 } else {
-                    network::resolv_conf(&host_resolv, &dns)
+                    network::resolv_conf(&host_resolv, &dns, &[])
                 };
                 (hosts, resolv)
             }
-            Mode::Bridge | Mode::None => (
-                network::hosts_file(hostname, net.ip, &net.extra_hosts),
-                network::resolv_conf(&host_resolv, &dns),
-            ),
+            Mode::Bridge | Mode::None => {
+                let gateways: Vec<Ipv4Addr> = net
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| self.networks.as_ref()?.by_id(&e.network))
+                    .filter(|n| n.dns)
+                    .map(|n| n.gateway)
+                    .collect();
+                let ip = net.endpoints.first().and_then(|e| e.ip);
+                (
+                    network::hosts_file(hostname, ip, &net.extra_hosts),
+                    network::resolv_conf(&host_resolv, &dns, &gateways),
+                )
+            }
         };
         for (name, text) in [
             ("hosts", hosts),
@@ -254,44 +336,65 @@ impl Engine {
         }
     }
 
+    /// This engine's networks, or the error that it has none.
+    pub(super) fn network_store(&self) -> Result<&NetworkStore> {
+        self.networks.as_ref().ok_or_else(|| {
+            EngineError::Invalid("this engine has no networks (netavark is missing)".into())
+        })
+    }
+
+    /// Where aardvark-dns forwards a container's other queries: its own
+    /// `--dns` servers, else the engine's (`[user-engine] dns`).
+    fn upstream_dns(&self, api: &ApiFields) -> Vec<std::net::IpAddr> {
+        if api.network.dns.servers.is_empty() {
+            self.cfg.dns.clone()
+        } else {
+            api.network.dns.servers.clone()
+        }
+    }
+
+    /// The container's namespace made and put on every one of its
+    /// networks in one netavark call, with its ports.
     async fn bridge_up(self: &Arc<Self>, id: &str, name: &str, api: &ApiFields) -> Result<()> {
-        let bridge = self
-            .cfg
-            .bridge
-            .clone()
-            .ok_or_else(|| internal("this engine has no bridge network"))?;
+        let store = self.network_store()?;
         if api.network.attached {
             self.network_down(id).await;
         }
-        // Made on another subnet (`[user-engine] bridge-subnet` changed):
-        // a new address on this one.
-        let ip = match api.network.ip {
-            Some(ip) if bridge.contains(ip) => ip,
-            _ => {
-                let mut inner = self.lock();
-                let used: Vec<_> = inner
-                    .containers
-                    .values()
-                    .filter_map(|c| c.record.api.network.ip)
-                    .collect();
-                let ip = bridge.allocate(&used)?;
+        // Each endpoint's network, and an address on it: a network whose
+        // subnet changed (`[user-engine] bridge-subnet`) gives a new one.
+        let (networks, endpoints) = {
+            let mut inner = self.lock();
+            let mut endpoints = api.network.endpoints.clone();
+            let mut networks = Vec::new();
+            let mut moved = false;
+            for e in &mut endpoints {
+                let network = store.by_id(&e.network).ok_or_else(|| {
+                    EngineError::NoSuchNetwork(format!(
+                        "network {} not found (it was removed while {name} was stopped: docker network disconnect {} {name})",
+                        e.name, e.name
+                    ))
+                })?;
+                if !e.ip.is_some_and(|ip| network.contains(ip)) {
+                    e.static_ip = false;
+                    e.ip = None;
+                    place(&inner, &network, e, id)?;
+                    moved = true;
+                }
+                networks.push(network);
+            }
+            if moved {
                 if let Some(c) = inner.containers.get_mut(id) {
-                    c.record.api.network.ip = Some(ip);
+                    c.record.api.network.endpoints = endpoints.clone();
                     let _ = self.states.save(&c.record);
                 }
                 let hostname = c_hostname(&inner, id);
                 drop(inner);
-                let fields = ApiFields {
-                    network: crate::network::Settings {
-                        ip: Some(ip),
-                        ..api.network.clone()
-                    },
-                    ..api.clone()
-                };
+                let mut fields = api.clone();
+                fields.network.endpoints = endpoints.clone();
                 self.write_etc_files(id, &fields, &hostname)
                     .map_err(|e| internal(format!("writing the /etc files of {name}: {e}")))?;
-                ip
             }
+            (networks, endpoints)
         };
         let path = self.netns_path(id);
         netns::create(&path).map_err(|e| internal(format!("{name}: network namespace: {e}")))?;
@@ -302,19 +405,38 @@ impl Engine {
             .filter(|c| c.record.id != id && c.record.api.network.attached)
             .flat_map(|c| c.record.api.network.bound_ports.clone())
             .collect();
+        let dns_servers = self.upstream_dns(api);
         let set_up = async {
             let ports = network::bind_ports(&api.network.ports, &taken)?;
-            let mac = bridge.setup(&path, id, name, ip, &ports).await?;
-            Ok::<_, NetError>((ports, mac))
+            let on = attachments(&networks, &endpoints);
+            let container = network::Container {
+                id,
+                name,
+                ports: &ports,
+                dns_servers: &dns_servers,
+            };
+            // Disconnected from every network: a loopback only.
+            let macs = if on.is_empty() {
+                Default::default()
+            } else {
+                store.tool.setup(&path, &container, &on).await?
+            };
+            Ok::<_, NetError>((ports, macs))
         }
         .await;
         match set_up {
-            Ok((ports, mac)) => {
+            Ok((ports, macs)) => {
                 let mut inner = self.lock();
                 if let Some(c) = inner.containers.get_mut(id) {
-                    c.record.api.network.bound_ports = ports;
-                    c.record.api.network.mac = Some(mac);
-                    c.record.api.network.attached = true;
+                    let net = &mut c.record.api.network;
+                    net.bound_ports = ports;
+                    for e in &mut net.endpoints {
+                        if let Some(n) = networks.iter().find(|n| n.id == e.network) {
+                            e.mac = macs.get(&n.name).cloned();
+                            e.attached = true;
+                        }
+                    }
+                    net.attached = true;
                     let _ = self.states.save(&c.record);
                 }
                 Ok(())
@@ -359,7 +481,7 @@ impl Engine {
     }
 
     /// After the process ended (or before it starts again, or at removal):
-    /// its ports and veth go, and the namespace file. When no engine held
+    /// its ports and veths go, and the namespace file. When no engine held
     /// the namespace (it ended while the engine was down), an empty one
     /// stands in so the rules still go.
     pub(super) async fn network_down(self: &Arc<Self>, id: &str) {
@@ -372,7 +494,7 @@ impl Engine {
             return;
         };
         let net = &api.network;
-        let (Some(bridge), Some(ip), true) = (self.cfg.bridge.clone(), net.ip, net.attached) else {
+        let (Some(store), true) = (self.networks.as_ref(), net.attached) else {
             return;
         };
         let path = self.netns_path(id);
@@ -391,12 +513,28 @@ impl Engine {
         } else {
             path.clone()
         };
-        match bridge
-            .teardown(&ns, id, &name, ip, &net.bound_ports, gone)
-            .await
-        {
-            Ok(()) => info!("{name}: off the bridge"),
-            Err(e) => warn!("{name}: {e}"),
+        let attached: Vec<Endpoint> = net
+            .endpoints
+            .iter()
+            .filter(|e| e.attached)
+            .cloned()
+            .collect();
+        let networks: Vec<Network> = attached
+            .iter()
+            .filter_map(|e| store.by_id(&e.network))
+            .collect();
+        let on = attachments(&networks, &attached);
+        if !on.is_empty() {
+            let container = network::Container {
+                id,
+                name: &name,
+                ports: &net.bound_ports,
+                dns_servers: &[],
+            };
+            match store.tool.teardown(&ns, &container, &on, gone).await {
+                Ok(()) => info!("{name}: off its networks"),
+                Err(e) => warn!("{name}: {e}"),
+            }
         }
         for p in [&path, &scratch] {
             if let Err(e) = netns::release(p) {
@@ -405,9 +543,13 @@ impl Engine {
         }
         let mut inner = self.lock();
         if let Some(c) = inner.containers.get_mut(id) {
-            c.record.api.network.attached = false;
-            c.record.api.network.mac = None;
-            c.record.api.network.bound_ports.clear();
+            let net = &mut c.record.api.network;
+            net.attached = false;
+            for e in &mut net.endpoints {
+                e.attached = false;
+                e.mac = None;
+            }
+            net.bound_ports.clear();
             let _ = self.states.save(&c.record);
         }
     }
@@ -428,4 +570,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// Each endpoint with its network (endpoints whose network is gone are
+/// left out).
+pub(super) fn attachments<'a>(
+    networks: &'a [Network],
+    endpoints: &'a [Endpoint],
+) -> Vec<Attachment<'a>> {
+    endpoints
+        .iter()
+        .filter_map(|e| {
+            let network = networks.iter().find(|n| n.id == e.network)?;
+            Some(Attachment {
+                network,
+                interface: &e.interface,
+                ip: e.ip?,
+                aliases: &e.aliases,
+            })
+        })
+        .collect()
 }

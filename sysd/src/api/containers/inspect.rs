@@ -17,7 +17,7 @@ fn reasons_json(text: Option<&str>) -> Value {
 
 /// What inspect shows of the container's network besides its record.
 pub(super) struct NetView<'a> {
-    pub(super) bridge: Option<&'a Bridge>,
+    pub(super) networks: Option<&'a NetworkStore>,
     pub(super) netns: String,
 }
 
@@ -215,8 +215,12 @@ pub(super) fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>)
         ..Default::default()
     };
     let mut v = serde_json::to_value(&response).unwrap_or(Value::Null);
-    v["NetworkSettings"] =
-        networks::settings(r, net.bridge, &net.netns, r.state.status == Status::Running);
+    v["NetworkSettings"] = networks::settings(
+        r,
+        net.networks,
+        &net.netns,
+        r.state.status == Status::Running,
+    );
     v["Corral"] = serde_json::json!({
         "Service": r.service,
         "Definition": serde_json::to_value(d).unwrap_or(Value::Null),

@@ -1,15 +1,16 @@
-//! Networks as the Docker API shows them: a container's `NetworkSettings`
-//! (inspect), its ports and networks in `ps`, `HostConfig.NetworkMode`
-//! and `PortBindings`. The `/networks` endpoints come with user-defined
-//! networks (the next issue).
+//! A container's networks as the Docker API shows them: its
+//! `NetworkSettings` (inspect), its ports and networks in `ps`,
+//! `HostConfig.NetworkMode` and `PortBindings`.
 
 use std::collections::HashMap;
 
-use bollard_stubs::models::{EndpointSettings, PortBinding, PortSummary, PortSummaryTypeEnum};
+use bollard_stubs::models::{
+    EndpointIpamConfig, EndpointSettings, PortBinding, PortSummary, PortSummaryTypeEnum,
+};
 use corral_config::service::HostNamespace;
 use serde_json::{json, Value};
 
-use crate::network::{Bridge, Mode, PortMap, BRIDGE_ID, BRIDGE_NAME};
+use crate::network::{Endpoint, Mode, NetworkStore, PortMap, BRIDGE_ID};
 use crate::state::Record;
 
 /// `HostConfig.NetworkMode`: system containers have theirs from their
@@ -24,7 +25,11 @@ pub fn network_mode(record: &Record) -> String {
     {
         return "host".into();
     }
-    record.api.network.mode.docker_name()
+    let net = &record.api.network;
+    match (&net.mode, net.endpoints.first()) {
+        (Mode::Bridge, Some(e)) if !e.name.is_empty() => e.name.clone(),
+        (mode, _) => mode.docker_name(),
+    }
 }
 
 fn host_ip(p: &PortMap) -> String {
@@ -88,18 +93,46 @@ fn ports(record: &Record, running: bool) -> Value {
     Value::Object(map)
 }
 
-/// The endpoint on the bridge, with its address while running.
-fn endpoint(record: &Record, bridge: &Bridge, running: bool) -> EndpointSettings {
-    let net = &record.api.network;
-    let up = running && net.attached;
+/// An endpoint's id: stable for the container on the network.
+fn endpoint_id(container: &str, network: &str) -> String {
+    format!(
+        "{}{}",
+        &container[..32.min(container.len())],
+        &network[..32.min(network.len())]
+    )
+}
+
+/// One endpoint, with its address while running.
+fn endpoint(
+    record: &Record,
+    e: &Endpoint,
+    store: Option<&NetworkStore>,
+    running: bool,
+) -> EndpointSettings {
+    let network = store.and_then(|s| s.by_id(&e.network));
+    let up = running && e.attached;
     let text = |s: String| Some(if up { s } else { String::new() });
+    let user_defined = network.as_ref().is_some_and(|n| n.dns);
     EndpointSettings {
-        network_id: Some(BRIDGE_ID.into()),
-        endpoint_id: text(record.id.clone()),
-        gateway: text(bridge.gateway().to_string()),
-        ip_address: text(net.ip.map(|i| i.to_string()).unwrap_or_default()),
-        ip_prefix_len: Some(if up { i64::from(bridge.prefix) } else { 0 }),
-        mac_address: text(net.mac.clone().unwrap_or_default()),
+        network_id: Some(e.network.clone()),
+        endpoint_id: text(endpoint_id(&record.id, &e.network)),
+        gateway: text(
+            network
+                .as_ref()
+                .map(|n| n.gateway.to_string())
+                .unwrap_or_default(),
+        ),
+        ip_address: text(e.ip.map(|i| i.to_string()).unwrap_or_default()),
+        ip_prefix_len: Some(match (&network, up) {
+            (Some(n), true) => i64::from(n.subnet.prefix_len()),
+            _ => 0,
+        }),
+        mac_address: text(e.mac.clone().unwrap_or_default()),
+        aliases: user_defined.then(|| e.aliases.clone()),
+        ipam_config: e.static_ip.then(|| EndpointIpamConfig {
+            ipv4_address: e.ip.map(|i| i.to_string()),
+            ..Default::default()
+        }),
         ipv6_gateway: Some(String::new()),
         global_ipv6_address: Some(String::new()),
         global_ipv6_prefix_len: Some(0),
@@ -110,24 +143,32 @@ fn endpoint(record: &Record, bridge: &Bridge, running: bool) -> EndpointSettings
 /// The container's networks by name, as `ps` and inspect show them.
 pub fn networks(
     record: &Record,
-    bridge: Option<&Bridge>,
+    store: Option<&NetworkStore>,
     running: bool,
 ) -> HashMap<String, EndpointSettings> {
     let mut out = HashMap::new();
-    let name = match (&record.api.network.mode, network_mode(record).as_str()) {
-        (_, "host") => "host",
-        (Mode::Bridge, _) => BRIDGE_NAME,
-        (Mode::None, _) => "none",
-        (Mode::Container(_), _) | (Mode::Host, _) => return out,
+    let empty = || EndpointSettings {
+        network_id: Some(String::new()),
+        ..Default::default()
     };
-    let settings = match (name, bridge) {
-        (BRIDGE_NAME, Some(b)) => endpoint(record, b, running),
-        _ => EndpointSettings {
-            network_id: Some(String::new()),
-            ..Default::default()
-        },
-    };
-    out.insert(name.to_owned(), settings);
+    match (&record.api.network.mode, network_mode(record).as_str()) {
+        (_, "host") => {
+            out.insert("host".to_owned(), empty());
+        }
+        (Mode::None, _) => {
+            out.insert("none".to_owned(), empty());
+        }
+        (Mode::Bridge, _) => {
+            for e in &record.api.network.endpoints {
+                let name = store
+                    .and_then(|s| s.by_id(&e.network))
+                    .map(|n| n.name)
+                    .unwrap_or_else(|| e.name.clone());
+                out.insert(name, endpoint(record, e, store, running));
+            }
+        }
+        (Mode::Container(_), _) | (Mode::Host, _) => {}
+    }
     out
 }
 
@@ -170,9 +211,19 @@ pub fn summary_ports(record: &Record, running: bool) -> Vec<PortSummary> {
 /// Inspect's `NetworkSettings`, with the top-level address fields the
 /// 20.10 CLI and docker-py still read (`{{.NetworkSettings.IPAddress}}`),
 /// which the current model dropped.
-pub fn settings(record: &Record, bridge: Option<&Bridge>, netns: &str, running: bool) -> Value {
-    let nets = networks(record, bridge, running);
-    let main = nets.get(BRIDGE_NAME).cloned().unwrap_or_default();
+pub fn settings(
+    record: &Record,
+    store: Option<&NetworkStore>,
+    netns: &str,
+    running: bool,
+) -> Value {
+    let nets = networks(record, store, running);
+    // Docker's top-level fields are the default bridge's alone.
+    let main = nets
+        .values()
+        .find(|e| e.network_id.as_deref() == Some(BRIDGE_ID))
+        .cloned()
+        .unwrap_or_default();
     let s = |v: &Option<String>| v.clone().unwrap_or_default();
     json!({
         "Bridge": "",
@@ -196,22 +247,10 @@ pub fn settings(record: &Record, bridge: Option<&Bridge>, netns: &str, running: 
     })
 }
 
-/// `POST /networks/prune` (what `docker system prune` calls first):
-/// networks no container uses. This engine has only its default bridge,
-/// which is never pruned, so there is nothing to remove yet.
-pub fn prune() -> super::ApiResult {
-    Ok(super::json_response(
-        200,
-        &bollard_stubs::models::NetworkPruneResponse {
-            networks_deleted: Some(Vec::new()),
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Settings;
+    use crate::network::{Settings, BRIDGE_NAME};
 
     fn record(network: Settings, exposed: &[&str]) -> Record {
         let mut r = Record {
@@ -232,13 +271,17 @@ mod tests {
         r
     }
 
-    fn bridge() -> Bridge {
-        Bridge {
-            netavark: "/x".into(),
-            config_dir: "/y".into(),
-            subnet: "172.17.0.0".parse().unwrap(),
-            prefix: 16,
-        }
+    fn store(dir: &std::path::Path) -> NetworkStore {
+        NetworkStore::open(
+            dir.join("networks"),
+            crate::network::Netavark {
+                netavark: "/x".into(),
+                aardvark: "/y".into(),
+                config_dir: dir.join("nv"),
+            },
+            "172.17.0.0/16".parse().unwrap(),
+        )
+        .unwrap()
     }
 
     fn web() -> Settings {
@@ -251,8 +294,15 @@ mod tests {
         Settings {
             mode: Mode::Bridge,
             ports: vec![published.clone()],
-            ip: Some("172.17.0.2".parse().unwrap()),
-            mac: Some("02:42:ac:11:00:02".into()),
+            endpoints: vec![Endpoint {
+                network: BRIDGE_ID.into(),
+                name: BRIDGE_NAME.into(),
+                ip: Some("172.17.0.2".parse().unwrap()),
+                mac: Some("02:42:ac:11:00:02".into()),
+                interface: "eth0".into(),
+                attached: true,
+                ..Default::default()
+            }],
             bound_ports: vec![published],
             attached: true,
             publish_all: false,
@@ -262,8 +312,14 @@ mod tests {
 
     #[test]
     fn a_running_bridged_container_shows_its_address_and_ports() {
+        let dir = tempfile::tempdir().unwrap();
         let r = record(web(), &["80/tcp", "443/tcp"]);
-        let v = settings(&r, Some(&bridge()), "/run/corral/user/netns/abc", true);
+        let v = settings(
+            &r,
+            Some(&store(dir.path())),
+            "/run/corral/user/netns/abc",
+            true,
+        );
         assert_eq!(v["IPAddress"], "172.17.0.2");
         assert_eq!(v["Gateway"], "172.17.0.1");
         assert_eq!(v["IPPrefixLen"], 16);
@@ -281,8 +337,9 @@ mod tests {
 
     #[test]
     fn a_stopped_one_shows_no_address_and_no_published_ports() {
+        let dir = tempfile::tempdir().unwrap();
         let r = record(web(), &["80/tcp"]);
-        let v = settings(&r, Some(&bridge()), "/n", false);
+        let v = settings(&r, Some(&store(dir.path())), "/n", false);
         assert_eq!(v["IPAddress"], "");
         assert!(v["Ports"]["80/tcp"].is_null());
         assert_eq!(v["SandboxKey"], "");
@@ -298,7 +355,7 @@ mod tests {
     #[test]
     fn other_modes_name_their_network() {
         let none = record(Settings::default(), &[]);
-        assert!(networks(&none, Some(&bridge()), true).contains_key("none"));
+        assert!(networks(&none, None, true).contains_key("none"));
         let joined = record(
             Settings {
                 mode: Mode::Container("abc".into()),
@@ -308,5 +365,46 @@ mod tests {
         );
         assert_eq!(network_mode(&joined), "container:abc");
         assert!(networks(&joined, None, true).is_empty());
+    }
+
+    #[test]
+    fn a_user_network_shows_under_its_name_with_the_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let n = store
+            .create(
+                "ab".repeat(32),
+                crate::network::Request {
+                    name: "app".into(),
+                    subnet: Some("10.5.0.0/24".into()),
+                    ..Default::default()
+                },
+                "t".into(),
+            )
+            .unwrap();
+        let mut net = web();
+        net.endpoints = vec![Endpoint {
+            network: n.id.clone(),
+            name: "app".into(),
+            ip: Some("10.5.0.7".parse().unwrap()),
+            static_ip: true,
+            aliases: vec!["db".into(), "abc".into()],
+            interface: "eth0".into(),
+            attached: true,
+            mac: Some("02:00:00:00:00:07".into()),
+        }];
+        let r = record(net, &[]);
+        assert_eq!(network_mode(&r), "app");
+        let v = settings(&r, Some(&store), "/n", true);
+        let app = &v["Networks"]["app"];
+        assert_eq!(app["IPAddress"], "10.5.0.7");
+        assert_eq!(app["Gateway"], "10.5.0.1");
+        assert_eq!(app["IPPrefixLen"], 24);
+        assert_eq!(app["NetworkID"], n.id);
+        assert_eq!(app["Aliases"], json!(["db", "abc"]));
+        assert_eq!(app["IPAMConfig"]["IPv4Address"], "10.5.0.7");
+        // The top-level fields are the default bridge's, as in Docker.
+        assert_eq!(v["IPAddress"], "");
+        assert!(v["Networks"].get("bridge").is_none());
     }
 }
