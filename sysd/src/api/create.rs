@@ -382,7 +382,14 @@ fn endpoints_config(
     }
     for (name, settings) in endpoints {
         let primary = match (&net.mode, net.endpoints.first_mut()) {
-            (Mode::Bridge, Some(e)) if e.name == name || e.name == settings.network_id.clone().unwrap_or_default() => e,
+            // The CLI keys the default network's options "default".
+            (Mode::Bridge, Some(e))
+                if e.name == name
+                    || (name == "default" && e.name == crate::network::BRIDGE_NAME)
+                    || settings.network_id.as_deref() == Some(e.name.as_str()) =>
+            {
+                e
+            }
             _ => {
                 return Err(ApiError::bad(format!(
                     "NetworkingConfig.EndpointsConfig: network {name:?} is not the one HostConfig.NetworkMode names ({})",

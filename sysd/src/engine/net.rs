@@ -206,7 +206,12 @@ impl Engine {
                 let network = if endpoint.name.is_empty() {
                     store.bridge().clone()
                 } else {
-                    store.find(&endpoint.name)?
+                    // Not a 404: the CLI would take it for a missing
+                    // image and try to pull one.
+                    store.find(&endpoint.name).map_err(|e| match e {
+                        NetError::NotFound(m) => EngineError::Invalid(m),
+                        other => other.into(),
+                    })?
                 };
                 place(&inner, &network, endpoint, id)?;
                 endpoint.interface = "eth0".into();
@@ -257,9 +262,17 @@ impl Engine {
         if self.cfg.role.system_containers {
             return Ok(());
         }
+        self.write_etc_files_to(&self.data_dir(id), api, hostname)
+    }
+
+    fn write_etc_files_to(
+        &self,
+        dir: &Path,
+        api: &ApiFields,
+        hostname: &str,
+    ) -> std::io::Result<()> {
         let net = &api.network;
-        let dir = self.data_dir(id);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
         let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
         // The engine's default servers stand in for the machine's.
         let mut dns = net.dns.clone();
@@ -305,6 +318,38 @@ impl Engine {
             crate::state::write_atomic(&dir.join(name), text.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// A running container's resolv.conf and hosts after it joined or
+    /// left a network: rewritten in place, as they are bound into it (a
+    /// new file would not be seen).
+    pub(super) fn rewrite_etc_files(&self, id: &str) {
+        let Some((api, hostname, name)) = self.lock().containers.get(id).map(|c| {
+            (
+                c.record.api.clone(),
+                c.spec.hostname().clone().unwrap_or_default(),
+                c.record.name.clone(),
+            )
+        }) else {
+            return;
+        };
+        let staged = self.cfg.run_root.join("etc-staging").join(id);
+        let result = (|| -> std::io::Result<()> {
+            let real = self.data_dir(id);
+            std::fs::create_dir_all(&staged)?;
+            // Written beside, then copied over the bound files' contents.
+            let fields = api.clone();
+            self.write_etc_files_to(&staged, &fields, &hostname)?;
+            for f in ["hosts", "resolv.conf"] {
+                let text = std::fs::read(staged.join(f))?;
+                std::fs::write(real.join(f), text)?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&staged);
+        if let Err(e) = result {
+            warn!("{name}: updating its /etc/hosts and /etc/resolv.conf: {e}");
+        }
     }
 
     /// Before the process starts: a bridged container's namespace made

@@ -161,6 +161,7 @@ impl Engine {
                 }
                 return Err(e);
             }
+            self.rewrite_etc_files(&id);
         }
         info!("{name}: connected to network {}", n.name);
         self.network_event("connect", &n, Some(&id));
@@ -257,6 +258,7 @@ impl Engine {
                 .teardown(&self.netns_path(&id), &c, &on, false)
                 .await?;
         }
+        let running = endpoint.attached;
         {
             let mut inner = self.lock();
             if let Some(c) = inner.containers.get_mut(&id) {
@@ -265,6 +267,9 @@ impl Engine {
                     .save(&c.record)
                     .map_err(|e| EngineError::Internal(format!("saving {name}: {e}")))?;
             }
+        }
+        if running {
+            self.rewrite_etc_files(&id);
         }
         info!("{name}: disconnected from network {}", n.name);
         self.network_event("disconnect", &n, Some(&id));

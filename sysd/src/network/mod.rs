@@ -337,7 +337,10 @@ mod tests {
         assert!(e.attached);
         assert_eq!(e.interface, "eth0");
         let again = serde_json::to_value(&s).unwrap();
-        assert!(again.get("ip").is_none() && again.get("mac").is_none(), "{again}");
+        assert!(
+            again.get("ip").is_none() && again.get("mac").is_none(),
+            "{again}"
+        );
         assert_eq!(s.next_interface(), "eth1");
         let mut none: Settings = serde_json::from_str(r#"{"mode":"none"}"#).unwrap();
         none.upgrade();

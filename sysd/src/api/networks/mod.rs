@@ -122,6 +122,16 @@ pub fn endpoint_request(
             endpoint.static_ip = true;
         }
     }
+    if s.driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
+        return Err(ApiError::bad(
+            "--driver-opt is not supported by this engine's bridge networks",
+        ));
+    }
+    if s.mac_address.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::bad(
+            "--mac-address is not supported by this engine: netavark gives each interface its own",
+        ));
+    }
     if s.links.as_ref().is_some_and(|l| !l.is_empty()) {
         return Err(ApiError::bad(
             "--link is not supported by this engine: containers on a user-defined network reach each other by name",
