@@ -23,6 +23,7 @@
 
 mod archive;
 pub mod build;
+mod commit;
 mod digest;
 mod pull;
 pub mod reference;
@@ -38,6 +39,7 @@ use std::sync::Mutex;
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
+pub use commit::diff_tar;
 pub use pull::{Commit, Pulled, PulledLayer, StagedLayer};
 pub use unpack::{unpack_layer, Unpacked};
 
@@ -47,6 +49,8 @@ pub enum Error {
     NotFound(String),
     #[error("image {0} is in use by a container; remove the container first")]
     InUse(String),
+    #[error("conflict: unable to delete {0} - image has dependent child images")]
+    HasChildren(String),
     #[error("{0:?} matches several images; give more of the id")]
     Ambiguous(String),
     #[error("invalid image archive: {0}")]
@@ -104,6 +108,8 @@ pub struct Image {
     pub created: Option<String>,
     /// `repo@sha256:...` of the manifests it was pulled by.
     pub repo_digests: Vec<String>,
+    /// The image a build step made it from.
+    pub parent: Option<String>,
 }
 
 impl Image {
@@ -148,6 +154,9 @@ struct Entry {
     created: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     repo_digests: Vec<String>,
+    /// The image a build made this one from (`docker build`'s steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
 }
 
 pub struct Store {
@@ -274,6 +283,7 @@ impl Store {
             size: e.size,
             created: e.created.clone(),
             repo_digests: e.repo_digests.clone(),
+            parent: e.parent.clone(),
         })
     }
 
@@ -370,6 +380,7 @@ impl Store {
                         size,
                         created: img.created.clone(),
                         repo_digests: Vec::new(),
+                        parent: None,
                     }),
                 }
                 loaded.push(Loaded { id, names });
@@ -424,18 +435,44 @@ impl Store {
         if in_use(&image) {
             return Err(Error::InUse(reference.to_owned()));
         }
-        index.images.remove(i);
+        if index
+            .images
+            .iter()
+            .any(|e| e.parent.as_deref() == Some(&entry.id))
+        {
+            return Err(Error::HasChildren(reference.to_owned()));
+        }
+        let mut out: Vec<Removed> = entry.names.iter().cloned().map(Removed::Untagged).collect();
+        let mut gone = vec![entry];
+        // The build steps it was made from go with it, as with Docker's
+        // rmi: each untagged parent no other image or container uses.
+        while let Some(parent) = gone.last().and_then(|e| e.parent.clone()) {
+            let Some(p) = index.images.iter().position(|e| e.id == parent) else {
+                break;
+            };
+            let other_children = index.images.iter().any(|e| {
+                e.parent.as_deref() == Some(&parent) && !gone.iter().any(|g| g.id == e.id)
+            });
+            let p_entry = index.images[p].clone();
+            if !p_entry.names.is_empty() || other_children || in_use(&self.image(&p_entry)?) {
+                break;
+            }
+            gone.push(p_entry);
+        }
+        let ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
+        index.images.retain(|e| !ids.contains(&e.id.as_str()));
         self.write_index(&index)?;
         let still: HashSet<&String> = index.images.iter().flat_map(|e| &e.layers).collect();
-        for l in &entry.layers {
-            if !still.contains(l) {
-                let _ = remove_all(&self.layer_dir(l));
-                let _ = fs::remove_file(self.layer_blob(l));
+        for e in &gone {
+            for l in &e.layers {
+                if !still.contains(l) {
+                    let _ = remove_all(&self.layer_dir(l));
+                    let _ = fs::remove_file(self.layer_blob(l));
+                }
             }
+            let _ = fs::remove_file(self.config_path(&e.id));
+            out.push(Removed::Deleted(e.id.clone()));
         }
-        let _ = fs::remove_file(self.config_path(&entry.id));
-        let mut out: Vec<Removed> = entry.names.into_iter().map(Removed::Untagged).collect();
-        out.push(Removed::Deleted(entry.id));
         Ok(out)
     }
 }

@@ -301,6 +301,7 @@ impl Store {
                     size,
                     created: config.created().clone(),
                     repo_digests: pulled.repo_digest.iter().cloned().collect(),
+                    parent: None,
                 }),
             }
             write_atomic(&self.config_path(&id), &pulled.config)?;
