@@ -34,7 +34,9 @@ impl Docker {
         // the options every test VM needs (fresh host keys).
         let wrappers = dir.join("bin");
         std::fs::create_dir_all(&wrappers).unwrap();
-        let args = corral_qemu::ssh::options(key).join(" ");
+        // No retry loop around the CLI's own ssh: give each connection
+        // the whole of a command's budget to get sshd's banner.
+        let args = corral_qemu::ssh::options(key, 60).join(" ");
         std::fs::write(
             wrappers.join("ssh"),
             format!("#!/bin/sh\nexec /usr/bin/ssh {args} \"$@\"\n"),
