@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod build;
 pub mod cli;
 pub mod client;
 pub mod engine;
