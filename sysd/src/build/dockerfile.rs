@@ -376,13 +376,15 @@ fn copy_kind(
     for s in src {
         match s {
             Source::Path(p) => sources.push(p.value.to_string()),
-            _ => return Err(DockerfileError {
-                line,
-                message: format!(
+            _ => {
+                return Err(DockerfileError {
+                    line,
+                    message: format!(
                     "{} with a here-document is BuildKit's: the classic builder does not take it",
                     if add { "ADD" } else { "COPY" }
                 ),
-            }),
+                })
+            }
         }
     }
     let value = |n: &str| {
