@@ -105,7 +105,7 @@ unit: deps
 
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services registry networks" "config docker"
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services registry networks build" "config docker"
 
 test: lint unit boot-test
 

@@ -189,6 +189,15 @@ pub fn stat(root: &Root, path: &str) -> Result<PathStat> {
     })
 }
 
+/// Whether `path` is a directory in `root`, symlinks followed inside it
+/// (where `COPY file /usr/local/bin` puts the file).
+pub fn is_dir(root: &Root, path: &str) -> bool {
+    root.resolve(abs_path(path))
+        .ok()
+        .and_then(|h| metadata(&h).ok())
+        .is_some_and(|m| m.is_dir())
+}
+
 /// Writes `path` (a file, a symlink, or a directory and everything below
 /// it) as a tar archive whose entries start with its base name, as `GET
 /// /containers/{id}/archive` does. Mounts inside the tree (volumes) are

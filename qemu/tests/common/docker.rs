@@ -170,7 +170,7 @@ pub fn test_image(dir: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static on the host");
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "ps", "tail", "head", "id", "hostname", "test",
-        "httpd", "wget", "ip", "grep", "stty", "tty", "stat", "nslookup", "nc",
+        "httpd", "wget", "ip", "grep", "stty", "tty", "stat", "nslookup", "nc", "mkdir", "rm",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }

@@ -30,7 +30,7 @@ fn credentials<B>(req: &Request<B>) -> Result<Option<registry::Credentials>, Api
 }
 
 /// A JSON stream answer fed by a task: `produce` gets the progress sink.
-fn stream<F, Fut>(produce: F) -> hyper::Response<super::Body>
+pub(super) fn stream<F, Fut>(produce: F) -> hyper::Response<super::Body>
 where
     F: FnOnce(Progress) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

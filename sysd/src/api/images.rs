@@ -20,7 +20,7 @@ use crate::engine::Engine;
 pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
     let q = parse_query(req.uri().query());
     match (req.method().clone(), rest) {
-        (Method::GET, ["json"]) => list(engine).await,
+        (Method::GET, ["json"]) => list(engine, super::flag(&q, "all")).await,
         (Method::POST, ["load"]) => load(engine, req, flag(&q, "quiet")).await,
         (Method::POST, ["prune"]) => prune(engine, &q).await,
         (Method::POST, [name @ .., "tag"]) if !name.is_empty() => tag(engine, &name.join("/"), &q),
@@ -40,7 +40,17 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
         (Method::GET, [name @ .., "json"]) if !name.is_empty() => {
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;
-            Ok(json_response(200, &inspect(&image)))
+            let mut shown = inspect(&image);
+            // What the OCI config model lacks (a build's HEALTHCHECK) is
+            // read from the config as stored.
+            if let (Some(c), Ok(raw)) =
+                (shown.config.as_mut(), engine.images().config_bytes(&image))
+            {
+                c.healthcheck = serde_json::from_slice::<serde_json::Value>(&raw)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["config"]["Healthcheck"].clone()).ok());
+            }
+            Ok(json_response(200, &shown))
         }
         (Method::DELETE, name) if !name.is_empty() => remove(engine, &name.join("/")).await,
         (m, _) => Err(super::no_route(&m, &format!("images/{}", rest.join("/")))),
@@ -130,13 +140,25 @@ pub fn inspect(image: &corral_image::Image) -> ImageInspect {
     }
 }
 
-async fn list(engine: &Arc<Engine>) -> ApiResult {
+/// The images a build step made another from: Docker's intermediate
+/// images, hidden by `docker images` (shown with `-a`) and never
+/// dangling.
+fn parents(images: &[corral_image::Image]) -> std::collections::HashSet<String> {
+    images.iter().filter_map(|i| i.parent.clone()).collect()
+}
+
+async fn list(engine: &Arc<Engine>, all: bool) -> ApiResult {
     let store = engine.images().clone();
     let images = tokio::task::spawn_blocking(move || store.list())
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let list: Vec<ImageSummary> = images.iter().map(summary).collect();
+    let parents = parents(&images);
+    let list: Vec<ImageSummary> = images
+        .iter()
+        .filter(|i| all || !i.names.is_empty() || !parents.contains(&i.id))
+        .map(summary)
+        .collect();
     Ok(json_response(200, &list))
 }
 
@@ -321,9 +343,14 @@ async fn prune(engine: &Arc<Engine>, q: &super::Query) -> ApiResult {
             .collect()
     };
     let before = layer_sizes(&images);
+    let parents = parents(&images);
     let mut deleted = Vec::new();
     for image in &images {
-        if (!all && !image.names.is_empty()) || engine.image_in_use(&image.id) {
+        // An intermediate image goes with the last image built on it.
+        if (!all && !image.names.is_empty())
+            || parents.contains(&image.id)
+            || engine.image_in_use(&image.id)
+        {
             continue;
         }
         if super::containers::prune_spares(&f, image.created.as_deref(), &labels(image))? {

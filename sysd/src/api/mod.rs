@@ -18,6 +18,7 @@
 
 mod archive;
 pub mod attach;
+mod build;
 mod config;
 pub mod containers;
 pub mod create;
@@ -298,6 +299,10 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         Some("build") if req.method() == Method::POST && parts == ["build", "prune"] => Ok(
             json_response(200, &json!({ "CachesDeleted": [], "SpaceReclaimed": 0 })),
         ),
+        Some("build") if req.method() == Method::POST && parts.len() == 1 => {
+            let q = parse_query(req.uri().query());
+            build::build(engine, req, &q).await
+        }
         Some(top) if NOT_YET.contains(&top) => Err(not_yet(req.method(), req.uri().path())),
         _ => Err(not_found()),
     }
@@ -306,7 +311,6 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
 /// Docker API resources this engine does not serve yet: a clear 501
 /// rather than a 404 that reads like a missing object.
 const NOT_YET: &[&str] = &[
-    "build",
     "plugins",
     "swarm",
     "nodes",

@@ -138,7 +138,8 @@ impl State {
         }
     }
 
-    fn nop(&self, text: &str) -> String {
+    /// The history text of a step that runs nothing (`COPY`'s too).
+    pub fn nop(&self, text: &str) -> String {
         let mut shell = self.shell();
         // Docker appends "#(nop) " and the text as two words: two spaces.
         shell.push(format!("#(nop)  {text}"));
@@ -384,6 +385,17 @@ impl State {
             .filter(|k| !declared.contains(*k) && !PREDEFINED.contains(&k.as_str()))
             .cloned()
             .collect()
+    }
+
+    /// The `ARG`s in scope and their values (after the global `ARG`s,
+    /// what `FROM` lines see).
+    pub fn args(&self) -> &BTreeMap<String, Option<String>> {
+        &self.args
+    }
+
+    /// The Dockerfile's escape character (`# escape=` directive).
+    pub fn escape(&self) -> char {
+        self.escape
     }
 
     /// The names this stage declared with `ARG`.

@@ -218,7 +218,7 @@ fn new_id() -> Result<String> {
     Ok(hex::encode(buf))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
@@ -235,6 +235,14 @@ impl Engine {
         use anyhow::Context as _;
         for dir in [&cfg.run_root, &cfg.data_root] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Spooled uploads and build contexts belong to requests that
+        // ended with the last engine (a crash, a power cut).
+        let uploads = cfg.data_root.join("uploads");
+        if uploads.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&uploads) {
+                log::warn!("removing {}: {e}", uploads.display());
+            }
         }
         let images = Store::open(cfg.data_root.join("images"))
             .with_context(|| format!("opening the image store in {}", cfg.data_root.display()))?;
@@ -299,7 +307,9 @@ impl Engine {
         self.states.container_dir(id).join("config.json")
     }
 
-    fn data_dir(&self, id: &str) -> PathBuf {
+    /// Persistent: the log, the upper and work dirs of the overlay (a
+    /// build step commits its upper dir).
+    pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_root.join("containers").join(id)
     }
 

@@ -1,0 +1,290 @@
+//! Boot test of `docker build` as a user runs it: the host's `docker`
+//! (20.10, classic builder: Corral's `_ping` announces no BuildKit) over
+//! SSH, a multi-stage Dockerfile using every instruction the builder
+//! supports, the image's files and config checked from containers and
+//! `inspect`, the layer cache (a rebuild runs no step; a changed file
+//! reruns only what follows it), `--target`, `--no-cache`, a failing
+//! `RUN`'s exit code and output, and refusals naming their line.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig};
+
+mod common;
+use common::docker::{code, test_image, text, Docker};
+use common::{blank_disk, test_key, work_dir, OrFail};
+
+const BOOT: Duration = Duration::from_secs(240);
+const EXIT: Duration = Duration::from_secs(120);
+
+const DOCKERFILE: &str = r#"# a global ARG, used by FROM
+ARG BASE=corral-test:1
+FROM $BASE AS first
+ARG GREETING=hi
+ENV WHO=world
+RUN echo "step output: $GREETING $WHO" && mkdir -p /out && echo "$GREETING $WHO" > /out/greeting
+WORKDIR /app
+COPY conf/ ./conf/
+COPY *.txt ./
+COPY --chown=1000:1000 notes.txt /owned/
+ADD bundle.tar.gz bundle/
+
+FROM scratch AS files
+COPY --from=first /out/greeting /greeting
+
+FROM corral-test:1
+LABEL org.example.team="corral" version=1
+COPY --from=first /app /app
+COPY --from=files /greeting /etc/greeting
+WORKDIR /app
+USER 1000
+EXPOSE 8080/tcp 9090
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD cat /etc/greeting
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /etc/greeting /app/notes.txt"]
+"#;
+
+fn write_context(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("conf/sub")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.join("notes.txt"), "notes v1\n").unwrap();
+    std::fs::write(dir.join("extra.txt"), "extra\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "must not be sent\n").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(dir.join("conf/app.conf"), "port=8080\n").unwrap();
+    std::fs::write(dir.join("conf/sub/deep.conf"), "deep\n").unwrap();
+    let b = dir.join("bundle-src");
+    std::fs::create_dir_all(b.join("lib")).unwrap();
+    std::fs::write(b.join("lib/data"), "from the tarball\n").unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(dir.join("bundle.tar.gz"))
+        .arg("-C")
+        .arg(&b)
+        .arg("lib")
+        .status()
+        .expect("tar runs");
+    assert!(st.success());
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+/// The image id the build printed ("Successfully built ID").
+fn built_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn docker_build_over_ssh() {
+    let dir = work_dir("build");
+    let (key, public) = test_key(&dir);
+    let disk = dir.join("state.raw");
+    blank_disk(&disk, 1024);
+    let overlay = Overlay::new().config(&format!("[ssh]\nauthorized-keys = [\"{public}\"]\n"));
+    let mut cfg = VmConfig::corral("build").expect("a free port");
+    cfg.drives = vec![Drive::new(&disk)];
+    cfg.memory_mb = 1024;
+    let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
+    vm.wait_for("sysd: ready: ", BOOT).or_fail();
+    let docker = Docker::new(&dir, &key, cfg.ssh_port);
+    docker.wait_ready(&vm, BOOT);
+    let archive = test_image(&dir);
+    docker.ok(&vm, &["load", "-i", archive.to_str().unwrap()]);
+    let ctx = dir.join("context");
+    write_context(&ctx);
+    let c = ctx.to_str().unwrap();
+
+    // The first build: every step runs, in order, with RUN's output.
+    let out = docker.ok(
+        &vm,
+        &["build", "-t", "app:1", "--build-arg", "GREETING=hello", c],
+    );
+    assert!(out.contains("Step 1/24 : ARG BASE=corral-test:1"), "{out}");
+    assert!(out.contains("Step 2/24 : FROM $BASE AS first"), "{out}");
+    assert!(out.contains("step output: hello world"), "{out}");
+    assert!(out.contains("Step 24/24 : CMD"), "{out}");
+    assert!(out.contains("Successfully tagged app:1"), "{out}");
+    assert!(!out.contains("Using cache"), "{out}");
+    let id = built_id(&out);
+    assert_eq!(id.len(), 12, "{out}");
+
+    // The image's command, files, owners and config.
+    let run = docker.ok(&vm, &["run", "--rm", "app:1"]);
+    assert_eq!(run, "hello world\nnotes v1\n");
+    let ls = docker.ok(
+        &vm,
+        &[
+            "run", "--rm", "app:1",
+            "id -u; pwd; ls /app /app/conf /app/conf/sub; cat /app/bundle/lib/data; ls /app/secret.txt 2>&1; true",
+        ],
+    );
+    for want in [
+        "1000\n/app\n",
+        "extra.txt",
+        "app.conf",
+        "deep.conf",
+        "from the tarball",
+        "No such file",
+    ] {
+        assert!(ls.contains(want), "{want}: {ls}");
+    }
+    let first = docker.ok(
+        &vm,
+        &[
+            "build",
+            "-q",
+            "--target",
+            "first",
+            "-t",
+            "first:1",
+            "--build-arg",
+            "GREETING=hello",
+            c,
+        ],
+    );
+    assert!(first.trim().starts_with("sha256:"), "{first}");
+    let owned = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "first:1",
+            "stat",
+            "-c",
+            "%u:%g %n",
+            "/owned/notes.txt",
+            "/app/notes.txt",
+        ],
+    );
+    assert_eq!(owned, "1000:1000 /owned/notes.txt\n0:0 /app/notes.txt\n");
+    let config = docker.ok(
+        &vm,
+        &[
+            "image", "inspect", "--format",
+            "{{.Config.User}}|{{.Config.WorkingDir}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{.Config.StopSignal}}|{{index .Config.Labels \"org.example.team\"}}|{{json .Config.Entrypoint}}|{{json .Config.Healthcheck}}",
+            "app:1",
+        ],
+    );
+    assert_eq!(
+        config.trim(),
+        r#"1000|/app|{"8080/tcp":{},"9090/tcp":{}}|{"/data":{}}|SIGINT|corral|["/bin/sh","-c"]|{"Test":["CMD-SHELL","cat /etc/greeting"],"Interval":5000000000,"Timeout":2000000000,"Retries":4}"#
+    );
+    // Intermediate images are hidden, as Docker hides them.
+    let images = docker.ok(&vm, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let none = images.lines().filter(|l| l.starts_with("<none>")).count();
+    assert!(
+        none <= 1,
+        "only the scratch stage's image is untagged: {images}"
+    );
+    let all = docker.ok(&vm, &["images", "-a", "-q"]);
+    assert!(all.lines().count() > 20, "{all}");
+
+    // Nothing changed: no step runs, the same image.
+    let again = docker.ok(
+        &vm,
+        &["build", "-t", "app:1", "--build-arg", "GREETING=hello", c],
+    );
+    assert_eq!(again.matches("Using cache").count(), 20, "{again}");
+    assert!(!again.contains("Running in"), "{again}");
+    assert_eq!(built_id(&again), id, "{again}");
+    // A changed file: its COPY and what follows run again, not before.
+    std::fs::write(ctx.join("notes.txt"), "notes v2\n").unwrap();
+    let changed = docker.ok(
+        &vm,
+        &["build", "-t", "app:2", "--build-arg", "GREETING=hello", c],
+    );
+    let cached = |step: &str| {
+        let after = changed.split(step).nth(1).unwrap_or_default();
+        after
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .contains("Using cache")
+    };
+    assert!(cached("Step 5/24"), "RUN before the change: {changed}");
+    assert!(!cached("Step 8/24"), "COPY *.txt: {changed}");
+    assert_ne!(built_id(&changed), id);
+    assert_eq!(
+        docker.ok(&vm, &["run", "--rm", "app:2"]),
+        "hello world\nnotes v2\n"
+    );
+    // Another build arg: RUN's cache key names it.
+    let arg = docker.ok(&vm, &["build", "-q", "--build-arg", "GREETING=bye", c]);
+    let greeting = docker.ok(&vm, &["run", "--rm", arg.trim(), "cat /etc/greeting"]);
+    assert_eq!(greeting, "bye world\n");
+    let nocache = docker.ok(
+        &vm,
+        &["build", "--no-cache", "--build-arg", "GREETING=hello", c],
+    );
+    assert!(!nocache.contains("Using cache"), "{nocache}");
+
+    // A failing RUN: its output, its code, the CLI exits with it.
+    let fail = dir.join("fail");
+    std::fs::create_dir_all(&fail).unwrap();
+    std::fs::write(
+        fail.join("Dockerfile"),
+        "FROM corral-test:1\nRUN echo about to fail && exit 7\n",
+    )
+    .unwrap();
+    let o = docker.run(&["build", fail.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(code(&o), Some(7), "{t}");
+    assert!(t.contains("about to fail"), "{t}");
+    assert!(
+        t.contains(
+            "The command '/bin/sh -c echo about to fail && exit 7' returned a non-zero code: 7"
+        ),
+        "{t}"
+    );
+    // What the builder does not do, and mistakes: named with their line.
+    for (file, want) in [
+        (
+            "FROM corral-test:1\nRUN true\nONBUILD RUN true\n",
+            "Dockerfile line 3: ONBUILD",
+        ),
+        (
+            "FROM corral-test:1\nCOPY missing.txt /\n",
+            "Dockerfile line 2: COPY failed: file not found in build context",
+        ),
+        (
+            "FROM corral-test:1\nCOPY ../x /\n",
+            "outside the build context",
+        ),
+        (
+            "FROM corral-test:1\nCOPY a b /dest\n",
+            "must be a directory and end with a /",
+        ),
+    ] {
+        std::fs::write(fail.join("Dockerfile"), file).unwrap();
+        std::fs::write(fail.join("a"), "a").unwrap();
+        std::fs::write(fail.join("b"), "b").unwrap();
+        let o = docker.run(&["build", fail.to_str().unwrap()]);
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{want}: {}",
+            text(&o)
+        );
+    }
+    let o = docker.run(&["build", "--target", "nosuch", c]);
+    assert!(
+        text(&o).contains("failed to reach build target nosuch"),
+        "{}",
+        text(&o)
+    );
+
+    // The images go as Docker's do: the tag, then what only it used.
+    docker.ok(&vm, &["rmi", "app:2"]);
+    assert_eq!(
+        docker.ok(&vm, &["run", "--rm", "app:1"]),
+        "hello world\nnotes v1\n"
+    );
+    vm.poweroff(EXIT).or_fail();
+}

@@ -1,0 +1,155 @@
+//! `POST /build`: the classic builder (see `crate::build`).
+//!
+//! The context arrives as a tar (plain or gzip, `docker build
+//! --compress`), is spooled to the data root and unpacked there with the
+//! same in-root extraction as `docker cp`, so no entry lands outside it.
+//! `.dockerignore` was applied by the client. The answer is the JSON
+//! stream the CLI prints (`Step 1/5 : FROM ...`); a failure ends it with
+//! an `errorDetail` whose `code` is a failed `RUN`'s exit code, which the
+//! CLI exits with.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Request;
+use serde_json::json;
+
+use super::{flag, query_all, ApiError, ApiResult, Query};
+use crate::build::builder::{self, Options};
+use crate::engine::Engine;
+use crate::registry::Progress;
+
+fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
+    match q.get(key).filter(|s| !s.is_empty()) {
+        None => Ok(BTreeMap::new()),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| ApiError::bad(format!("{key}: not a JSON object of strings: {e}"))),
+    }
+}
+
+fn options(req: &Request<Incoming>, q: &Query) -> Result<(Options, bool), ApiError> {
+    if q.get("remote").is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::new(
+            501,
+            "remote build contexts (git and tarball URLs) are not supported by this engine: send the context",
+        ));
+    }
+    if q.get("version").is_some_and(|v| v == "2") {
+        return Err(ApiError::bad(
+            "BuildKit builds (version=2) are not supported by this engine; it runs the classic builder (DOCKER_BUILDKIT=0)",
+        ));
+    }
+    if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
+        if !matches!(p.as_str(), "linux/amd64" | "linux/x86_64" | "amd64") {
+            return Err(ApiError::bad(format!(
+                "platform {p} is not supported: this engine builds linux/amd64 images"
+            )));
+        }
+    }
+    let query = req.uri().query();
+    let mut tags = Vec::new();
+    for t in query_all(query, "t") {
+        corral_image::reference::normalize(&t)
+            .map_err(|e| ApiError::bad(format!("invalid tag {t:?}: {e}")))?;
+        tags.push(t);
+    }
+    let labels = json_map(q, "labels")?
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let opts = Options {
+        dockerfile: q
+            .get("dockerfile")
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "Dockerfile".into()),
+        tags,
+        target: q.get("target").filter(|t| !t.is_empty()).cloned(),
+        no_cache: flag(q, "nocache"),
+        pull: flag(q, "pull"),
+        // Docker's default is rm=1; the CLI always sends it.
+        remove: q.get("rm").is_none() || flag(q, "rm"),
+        force_remove: flag(q, "forcerm"),
+        network: q.get("networkmode").cloned().unwrap_or_default(),
+        build_args: json_map(q, "buildargs")?,
+        labels,
+    };
+    Ok((opts, flag(q, "q")))
+}
+
+/// Unpacks the spooled context (plain or gzip tar) into `dir`.
+fn unpack(mut file: std::fs::File, dir: &std::path::Path) -> Result<(), String> {
+    let mut magic = [0u8; 6];
+    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
+    file.rewind().map_err(|e| e.to_string())?;
+    let reader: Box<dyn Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file))),
+        [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0] => {
+            return Err("the build context is bzip2 or xz compressed: send it plain or gzip".into())
+        }
+        _ => Box::new(std::io::BufReader::new(file)),
+    };
+    let root = pathrs::Root::open(dir).map_err(|e| e.to_string())?;
+    let opts = crate::archive::ExtractOptions {
+        copy_uid_gid: false,
+        no_overwrite_dir_non_dir: false,
+    };
+    crate::archive::extract(&root, "/", reader, opts).map_err(|e| format!("the build context: {e}"))
+}
+
+/// `POST /build`.
+pub async fn build(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> ApiResult {
+    let (opts, quiet) = options(&req, q)?;
+    let dir = engine.config().data_root.join("uploads");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
+    let spool = tempfile::tempfile_in(&dir).map_err(ApiError::internal)?;
+    let mut writer = std::io::BufWriter::new(spool);
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("reading the build context: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            writer
+                .write_all(data)
+                .map_err(|e| ApiError::internal(format!("spooling the build context: {e}")))?;
+        }
+    }
+    let spool = writer.into_inner().map_err(ApiError::internal)?;
+    let context = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&dir)
+        .map_err(ApiError::internal)?;
+    let at = context.path().to_owned();
+    tokio::task::spawn_blocking(move || unpack(spool, &at))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::bad)?;
+    let engine = engine.clone();
+    Ok(super::distribution::stream(move |progress| async move {
+        let steps = if quiet {
+            Progress::none()
+        } else {
+            progress.clone()
+        };
+        match builder::build(&engine, context.path(), &opts, &steps).await {
+            Ok(id) if quiet => {
+                progress.send(json!({ "stream": format!("{id}\n") })).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::info!("docker build: {e}");
+                let mut detail = json!({ "message": e.message });
+                if let Some(code) = e.code {
+                    detail["code"] = json!(code);
+                }
+                progress
+                    .send(json!({ "errorDetail": detail, "error": e.message }))
+                    .await;
+            }
+        }
+        drop(context);
+    }))
+}
