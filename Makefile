@@ -22,7 +22,7 @@ HOST_BIN := target/debug
 STAGE := tools/stage
 
 .PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
-        bench bench-boot bench-containers bench-config bench-images clean
+        bench bench-boot bench-containers bench-config bench-images bench-build clean
 
 all: kernel initramfs
 
@@ -105,11 +105,11 @@ unit: deps
 
 boot-test: kernel initramfs
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot engine services registry networks build" "config docker"
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build" "docker registry services engine"
 
 test: lint unit boot-test
 
-bench: bench-boot bench-containers bench-config bench-images
+bench: bench-boot bench-containers bench-config bench-images bench-build
 
 bench-boot: kernel initramfs
 	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
@@ -131,3 +131,6 @@ $(OUT)/bench/docker-peer.tar: qemu/bench/docker-peer/image.toml $(MKIMAGE)
 
 bench-containers: kernel initramfs $(OUT)/bench/docker-peer.tar
 	@$(STAGE) "container benchmark" $(HOST_BIN)/corral-bench containers --runs $${RUNS:-100}
+
+bench-build: kernel initramfs $(OUT)/bench/docker-peer.tar
+	@$(STAGE) "build benchmark" $(HOST_BIN)/corral-bench build --runs $${RUNS:-5}

@@ -4,7 +4,11 @@
 //! supports, the image's files and config checked from containers and
 //! `inspect`, the layer cache (a rebuild runs no step; a changed file
 //! reruns only what follows it), `--target`, `--no-cache`, a failing
-//! `RUN`'s exit code and output, and refusals naming their line.
+//! `RUN`'s exit code and output, and refusals naming their line. Then,
+//! in the same boot, Debian's `docker-compose` 1.29 from the host over
+//! `DOCKER_HOST=ssh://` runs a two-service project (one built from a
+//! Dockerfile, one with a named volume) through `up -d`, `ps`, `logs`,
+//! `exec`, `restart` and `down -v`.
 
 use std::path::Path;
 use std::process::Command;
@@ -92,6 +96,9 @@ fn docker_build_over_ssh() {
     let mut cfg = VmConfig::corral("build").expect("a free port");
     cfg.drives = vec![Drive::new(&disk)];
     cfg.memory_mb = 1024;
+    // The host's end of the compose project's `ports: 8080:80`.
+    let web_port = corral_qemu::free_port().unwrap();
+    cfg.forwards = vec![(web_port, 8080)];
     let mut vm = Vm::boot(&cfg, Some(&overlay), &out_dir().join("test-logs")).or_fail();
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
     let docker = Docker::new(&dir, &key, cfg.ssh_port);
@@ -286,5 +293,164 @@ fn docker_build_over_ssh() {
         docker.ok(&vm, &["run", "--rm", "app:1"]),
         "hello world\nnotes v1\n"
     );
+
+    compose_project(&docker, &vm, &dir, web_port);
     vm.poweroff(EXIT).or_fail();
+}
+
+const COMPOSE_FILE: &str = r#"version: "3.8"
+services:
+  web:
+    build: ./web
+    ports:
+      - "8080:80"
+    environment:
+      GREETING: hello
+    depends_on:
+      - db
+    restart: unless-stopped
+  db:
+    image: corral-test:1
+    command: ["sh", "-c", "echo stored > /data/value; echo db up; exec httpd -f -p 80 -h /data"]
+    volumes:
+      - dbdata:/data
+    restart: always
+volumes:
+  dbdata:
+"#;
+
+const WEB_DOCKERFILE: &str = r#"FROM corral-test:1
+COPY index.html /www/index.html
+CMD ["sh", "-c", "echo \"web up, GREETING=$GREETING\"; exec httpd -f -p 80 -h /www"]
+"#;
+
+/// GET / from 127.0.0.1:port once something answers 200: the body.
+fn http_get(port: u16, timeout: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            Ok(reply)
+        })();
+        match attempt {
+            Ok(r) if r.starts_with("HTTP/1.") && r.contains(" 200 ") => {
+                return Ok(r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+            }
+            Ok(r) => last = format!("answered: {r:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(last)
+}
+
+fn compose_project(docker: &Docker, vm: &Vm, dir: &Path, web_port: u16) {
+    let project = dir.join("shop");
+    let _ = std::fs::remove_dir_all(&project);
+    std::fs::create_dir_all(project.join("web")).unwrap();
+    std::fs::write(project.join("docker-compose.yml"), COMPOSE_FILE).unwrap();
+    std::fs::write(project.join("web/Dockerfile"), WEB_DOCKERFILE).unwrap();
+    std::fs::write(project.join("web/index.html"), "<p>the shop</p>\n").unwrap();
+    let compose = |args: &[&str]| {
+        let o = docker.compose(&project, args);
+        assert!(
+            o.status.success(),
+            "{}",
+            vm.fail(format!(
+                "docker-compose {args:?} failed ({}):\n{}",
+                o.status,
+                text(&o)
+            ))
+        );
+        text(&o)
+    };
+
+    // up -d: the network, the volume, the build, db before web.
+    let up = compose(&["up", "-d"]);
+    for want in [
+        "Creating network \"shop_default\"",
+        "Creating volume \"shop_dbdata\"",
+        "Successfully tagged shop_web",
+        "Creating shop_db_1",
+        "Creating shop_web_1",
+    ] {
+        assert!(up.contains(want), "{want}: {up}");
+    }
+    assert!(
+        up.find("Creating shop_db_1") < up.find("Creating shop_web_1"),
+        "{up}"
+    );
+    let ps = compose(&["ps"]);
+    let row = |name: &str| {
+        ps.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("shop_db_1").contains(" Up"), "{ps}");
+    assert!(row("shop_web_1").contains(" Up"), "{ps}");
+    assert!(row("shop_web_1").contains("0.0.0.0:8080->80/tcp"), "{ps}");
+    assert!(
+        row("shop_web_1").contains("web up, GREETI"),
+        "the image's CMD: {ps}"
+    );
+    // The published port, from the host.
+    let page = http_get(web_port, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", vm.fail(format!("the web service's port: {e}"))));
+    assert_eq!(page, "<p>the shop</p>\n");
+    // web reaches db by its service name, and db's volume holds its data.
+    let found = compose(&["exec", "-T", "web", "nslookup", "db"]);
+    let ip = found
+        .lines()
+        .skip_while(|l| !l.trim().starts_with("Name:"))
+        .find_map(|l| l.trim().strip_prefix("Address:"))
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_else(|| panic!("no address for db: {found}"));
+    let url = format!("http://{ip}/value");
+    let value = compose(&["exec", "-T", "web", "wget", "-q", "-O-", &url]);
+    assert_eq!(value, "stored\n");
+    let logs = compose(&["logs", "--no-color"]);
+    assert!(logs.contains("web_1  | web up, GREETING=hello"), "{logs}");
+    assert!(logs.contains("db_1   | db up"), "{logs}");
+    let policy = docker.ok(
+        vm,
+        &[
+            "inspect",
+            "--format",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            "shop_db_1",
+            "shop_web_1",
+        ],
+    );
+    assert_eq!(policy, "always\nunless-stopped\n");
+
+    // restart: both again, still serving.
+    let restarted = compose(&["restart"]);
+    assert!(restarted.contains("Restarting shop_web_1"), "{restarted}");
+    let ps = compose(&["ps"]);
+    let up_rows = ps
+        .lines()
+        .filter(|l| l.contains(" Up ") || l.ends_with(" Up"))
+        .count();
+    assert_eq!(up_rows, 2, "{ps}");
+    let page = http_get(web_port, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", vm.fail(format!("after restart: {e}"))));
+    assert_eq!(page, "<p>the shop</p>\n");
+
+    // down -v: nothing of the project is left.
+    let down = compose(&["down", "-v"]);
+    assert!(down.contains("Removing network shop_default"), "{down}");
+    assert!(down.contains("Removing volume shop_dbdata"), "{down}");
+    let left = docker.ok(vm, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!left.contains("shop_"), "{left}");
+    let volumes = docker.ok(vm, &["volume", "ls", "-q"]);
+    assert!(!volumes.contains("shop_dbdata"), "{volumes}");
+    let networks = docker.ok(vm, &["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!networks.contains("shop_default"), "{networks}");
 }

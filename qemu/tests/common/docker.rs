@@ -10,6 +10,10 @@ use corral_qemu::{out_dir, Vm};
 /// One docker command over SSH under TCG (a new SSH connection each).
 pub const DOCKER: Duration = Duration::from_secs(120);
 
+/// One docker-compose command (several services, each call its own SSH
+/// connection).
+pub const COMPOSE: Duration = Duration::from_secs(600);
+
 /// The host's docker client, set up to reach the VM over SSH with the
 /// test's key and a config directory of its own.
 pub struct Docker {
@@ -69,6 +73,30 @@ impl Docker {
             .env("PATH", &self.path)
             .stdin(Stdio::null());
         c
+    }
+
+    /// Debian's `docker-compose` (1.29) in `project`, over the same
+    /// `DOCKER_HOST=ssh://`; it runs the system's `ssh` (the wrapper) and,
+    /// for `build`, `docker` (this client, linked beside the wrapper).
+    pub fn compose(&self, project: &Path, args: &[&str]) -> Output {
+        let wrappers = PathBuf::from(self.path.split(':').next().unwrap_or_default());
+        let link = wrappers.join("docker");
+        if !link.exists() {
+            std::os::unix::fs::symlink(&self.bin, &link).unwrap();
+        }
+        Command::new("timeout")
+            .arg(COMPOSE.as_secs().to_string())
+            .arg("docker-compose")
+            .args(args)
+            .current_dir(project)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config)
+            .env("PATH", &self.path)
+            // Its default of 60 s per API call is short under TCG.
+            .env("COMPOSE_HTTP_TIMEOUT", "300")
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker-compose runs (make deps installs it)")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -17,7 +17,7 @@ use corral_config::service::{HostNamespace, Restart};
 use corral_config::ServiceDef;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 mod inspect;
 
@@ -86,20 +86,29 @@ async fn container_action(
     match (method, rest) {
         (&Method::GET, ["json"]) => {
             let snap = engine.inspect(id)?;
-            let reasons = engine
-                .images()
-                .get(&snap.record.image_id)
-                .ok()
-                .and_then(|image| {
-                    image
-                        .label(corral_image::labels::REASONS)
-                        .map(str::to_owned)
-                });
+            let image = engine.images().get(&snap.record.image_id).ok();
+            let reasons = image.as_ref().and_then(|image| {
+                image
+                    .label(corral_image::labels::REASONS)
+                    .map(str::to_owned)
+            });
             let net = inspect::NetView {
                 networks: engine.networks(),
                 netns: engine.netns_of(id),
             };
             let mut v = inspect::inspect(&snap, reasons.as_deref(), &net);
+            // Docker's Config has the image's defaults merged in: its
+            // ENTRYPOINT unless one was given, its CMD unless a command or
+            // an entrypoint was (what `docker-compose ps` shows).
+            if let Some(c) = image.as_ref().and_then(|i| i.config.config().clone()) {
+                let d = &snap.record.def;
+                if d.entrypoint.is_none() {
+                    v["Config"]["Entrypoint"] = json!(c.entrypoint());
+                    if d.command.is_none() {
+                        v["Config"]["Cmd"] = json!(c.cmd());
+                    }
+                }
+            }
             v["Mounts"] = serde_json::to_value(super::volumes::mount_points(engine, &snap.record))
                 .unwrap_or_default();
             Ok(json_response(200, &v))

@@ -19,6 +19,9 @@ use serde_json::json;
 use super::{Network, PortMap};
 use crate::network::NetError;
 
+/// Serialises the engine's netavark runs (see `run`).
+static RUNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Where netavark and aardvark-dns are, and netavark's state (aardvark's
 /// config, one file per network, and its pid file).
 #[derive(Debug, Clone)]
@@ -130,6 +133,10 @@ impl Netavark {
     ) -> Result<Vec<u8>, NetError> {
         use tokio::io::AsyncWriteExt;
         let fail = |message: String| NetError::Netavark { what, message };
+        // One netavark at a time, as podman runs it: two at once on one
+        // network race on its firewall chains (a teardown removing the
+        // chain another's setup appends to, `docker-compose restart`).
+        let _one = RUNS.lock().await;
         // netavark makes the network files' directory only below this.
         std::fs::create_dir_all(&self.config_dir)
             .map_err(|e| fail(format!("{}: {e}", self.config_dir.display())))?;

@@ -15,11 +15,11 @@ use corral_qemu::Vm;
 /// root by the benchmark's overlay and seen from the console through
 /// /proc/1/root.
 pub const IMAGE_TAR_IN_ROOT: &str = "/usr/share/corral/bench/busybox.tar";
-const IMAGE_TAR: &str = "/proc/1/root/usr/share/corral/bench/busybox.tar";
-const IMAGE: &str = "busybox:latest";
+pub const IMAGE_TAR: &str = "/proc/1/root/usr/share/corral/bench/busybox.tar";
+pub const IMAGE: &str = "busybox:latest";
 
 /// The docker CLI for each engine, as the console runs it.
-const ENGINES: [(&str, &str); 2] = [
+pub const ENGINES: [(&str, &str); 2] = [
     ("corral", "docker"),
     (
         "dockerd",
@@ -27,9 +27,9 @@ const ENGINES: [(&str, &str); 2] = [
     ),
 ];
 
-const LONG: Duration = Duration::from_secs(1800);
+pub const LONG: Duration = Duration::from_secs(1800);
 
-fn wait_ready(vm: &mut Vm, docker: &str) -> Result<()> {
+pub fn wait_ready(vm: &mut Vm, docker: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let out = vm.run(

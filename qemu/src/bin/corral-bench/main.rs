@@ -14,6 +14,9 @@
 //! then the `docker` CLI against the user engine beside Debian's dockerd
 //! in the same VM (`docker.rs`).
 //!
+//! `corral-bench build`: `docker build` by the user engine beside
+//! Debian's dockerd in the same VM, cold and from the cache (`build.rs`).
+//!
 //! `corral-bench images`: `docker pull` from a local registry beside
 //! `skopeo copy` of the same image in the same boot (`images.rs`).
 //!
@@ -23,6 +26,7 @@
 //! N `corral config get ssh.authorized-keys` (what sshd runs at every
 //! login) beside N `cat` of the effective config file.
 
+mod build;
 mod docker;
 mod images;
 
@@ -55,6 +59,12 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// `docker build` against Debian's dockerd's classic builder.
+    Build {
+        /// Builds of each kind per engine.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// `docker pull` from a registry against `skopeo copy`.
     Images {
         /// Pulls of each kind.
@@ -83,6 +93,7 @@ fn main() -> Result<()> {
     match Args::parse().bench {
         Bench::Boot { runs, machine } => boot(runs, machine),
         Bench::Containers { runs } => containers(runs),
+        Bench::Build { runs } => build_bench(runs),
         Bench::Config { runs } => config_bench(runs),
         Bench::Images { runs } => images::run(runs, &logs()),
     }
@@ -434,7 +445,32 @@ fn boot(runs: usize, machine: Machine) -> Result<()> {
 }
 
 fn containers(runs: usize) -> Result<()> {
-    let mut config = VmConfig::corral("bench-containers")?;
+    let mut vm = peer_vm("bench-containers")?;
+    let out = vm.run_ok(
+        &format!("nsenter -t 1 -m /usr/local/bin/container-bench {runs}"),
+        Duration::from_secs(1800),
+    )?;
+    println!("container benchmark: {runs} containers each, one boot, TCG");
+    for line in out.lines().filter(|l| l.starts_with("bench: ")) {
+        println!("  {}", &line[7..]);
+    }
+    docker::compare(&mut vm, runs)?;
+    vm.poweroff(TIMEOUT)?;
+    Ok(())
+}
+
+fn build_bench(runs: usize) -> Result<()> {
+    let mut vm = peer_vm("bench-build")?;
+    build::compare(&mut vm, runs)?;
+    vm.poweroff(TIMEOUT)?;
+    Ok(())
+}
+
+/// A boot with Debian's dockerd beside the user engine (the
+/// `docker-peer` system container), the busybox image for both, and
+/// the container benchmark's programs.
+fn peer_vm(name: &str) -> Result<Vm> {
+    let mut config = VmConfig::corral(name)?;
     // Room for the peer engine's image (dockerd, containerd, runc) and
     // both engines' stores in the machine's RAM-backed root, and for 50
     // docker CLIs at once (~30 MB each): with 2 GB the kernel killed
@@ -476,17 +512,7 @@ fn containers(runs: usize) -> Result<()> {
     }
     let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
     vm.wait_for("sysd: ready: ", TIMEOUT)?;
-    let out = vm.run_ok(
-        &format!("nsenter -t 1 -m /usr/local/bin/container-bench {runs}"),
-        Duration::from_secs(1800),
-    )?;
-    println!("container benchmark: {runs} containers each, one boot, TCG");
-    for line in out.lines().filter(|l| l.starts_with("bench: ")) {
-        println!("  {}", &line[7..]);
-    }
-    docker::compare(&mut vm, runs)?;
-    vm.poweroff(TIMEOUT)?;
-    Ok(())
+    Ok(vm)
 }
 
 /// Runs `body` (which uses `$i`) `runs` times in a shell loop on the

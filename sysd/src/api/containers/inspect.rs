@@ -177,6 +177,14 @@ pub(super) fn inspect(snap: &Snapshot, reasons: Option<&str>, net: &NetView<'_>)
             ),
             nano_cpus: Some(res.cpus.map(|c| (c.get() * 1e9) as i64).unwrap_or(0)),
             blkio_weight: Some(res.io_weight.unwrap_or(0)),
+            // The engine keeps each container's output in a file of its
+            // own that `logs` reads, as Docker's json-file driver does;
+            // clients decide from this name whether `logs` works
+            // (docker-compose shows no logs for a container without one).
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(Default::default()),
+            }),
             security_opt: Some(
                 [
                     (d.seccomp == Some(false)).then_some("seccomp=unconfined"),
