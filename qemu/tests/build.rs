@@ -143,11 +143,16 @@ fn docker_build_over_ssh() {
     ] {
         assert!(ls.contains(want), "{want}: {ls}");
     }
+    let iid = dir.join("first.iid");
     let first = docker.ok(
         &vm,
         &[
             "build",
             "-q",
+            // A gzip context, and the id file the CLI writes from `aux`.
+            "--compress",
+            "--iidfile",
+            iid.to_str().unwrap(),
             "--target",
             "first",
             "-t",
@@ -158,6 +163,7 @@ fn docker_build_over_ssh() {
         ],
     );
     assert!(first.trim().starts_with("sha256:"), "{first}");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), first.trim());
     let owned = docker.ok(
         &vm,
         &[

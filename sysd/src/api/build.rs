@@ -82,8 +82,14 @@ fn options(req: &Request<Incoming>, q: &Query) -> Result<(Options, bool), ApiErr
 
 /// Unpacks the spooled context (plain or gzip tar) into `dir`.
 fn unpack(mut file: std::fs::File, dir: &std::path::Path) -> Result<(), String> {
-    let mut magic = [0u8; 6];
-    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
+    // The spool's offset is at its end after writing.
+    file.rewind().map_err(|e| e.to_string())?;
+    let mut magic = Vec::with_capacity(6);
+    (&mut file)
+        .take(6)
+        .read_to_end(&mut magic)
+        .map_err(|e| e.to_string())?;
+    let n = magic.len();
     file.rewind().map_err(|e| e.to_string())?;
     let reader: Box<dyn Read> = match &magic[..n] {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file))),
@@ -136,6 +142,8 @@ pub async fn build(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> A
         };
         match builder::build(&engine, context.path(), &opts, &steps).await {
             Ok(id) if quiet => {
+                // `--iidfile` reads the aux ID, quiet or not.
+                progress.send(json!({ "aux": { "ID": id } })).await;
                 progress.send(json!({ "stream": format!("{id}\n") })).await;
             }
             Ok(_) => {}

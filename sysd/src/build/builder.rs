@@ -597,7 +597,7 @@ impl Build<'_> {
             })
             .await
             .map_err(|e| BuildError::new(e.to_string()));
-        if let Err(e) = self.engine.remove(&id, true).await {
+        if let Err(e) = self.engine.remove_with(&id, true, true).await {
             log::warn!("build: removing {id}: {e}");
         }
         r

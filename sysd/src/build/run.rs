@@ -112,7 +112,7 @@ pub async fn run(
                 .send(json!({"stream": format!("Removing intermediate container {}\n", &id[..12])}))
                 .await;
         }
-        if let Err(e) = engine.remove(&id, true).await {
+        if let Err(e) = engine.remove_with(&id, true, true).await {
             log::warn!("build: removing the step's container {id}: {e}");
         }
     }
@@ -199,7 +199,7 @@ where
         commit_upper(engine, engine.data_dir(&id).join("upper"), false).await
     }
     .await;
-    if let Err(e) = engine.remove(&id, true).await {
+    if let Err(e) = engine.remove_with(&id, true, true).await {
         log::warn!("build: removing the step's container {id}: {e}");
     }
     result
