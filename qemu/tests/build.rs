@@ -163,7 +163,8 @@ fn docker_build_over_ssh() {
         ],
     );
     assert!(first.trim().starts_with("sha256:"), "{first}");
-    assert_eq!(std::fs::read_to_string(&iid).unwrap(), first.trim());
+    // With -q the CLI writes the quiet output, newline and all.
+    assert_eq!(std::fs::read_to_string(&iid).unwrap().trim(), first.trim());
     let owned = docker.ok(
         &vm,
         &[
