@@ -261,8 +261,12 @@ fn docker_build_over_ssh() {
     // What the builder does not do, and mistakes: named with their line.
     for (file, want) in [
         (
-            "FROM corral-test:1\nRUN true\nONBUILD RUN true\n",
-            "Dockerfile line 3: ONBUILD",
+            "FROM corral-test:1\nRUN true\nONBUILD FROM x\n",
+            "Dockerfile line 3: ONBUILD FROM isn't allowed",
+        ),
+        (
+            "FROM corral-test:1\nCOPY --from=5 /x /\n",
+            "Dockerfile line 2: COPY --from=5: there is no stage 5",
         ),
         (
             "FROM corral-test:1\nCOPY missing.txt /\n",
@@ -300,9 +304,131 @@ fn docker_build_over_ssh() {
         docker.ok(&vm, &["run", "--rm", "app:1"]),
         "hello world\nnotes v1\n"
     );
+    // `docker images REPO` and its filters list what they name.
+    let fmt = ["--format", "{{.Repository}}:{{.Tag}}"];
+    let listed = |args: &[&str]| docker.ok(&vm, &[&["images"], &fmt[..], args].concat());
+    assert_eq!(listed(&["app"]), "app:1\n");
+    assert_eq!(listed(&["-f", "reference=fir*"]), "first:1\n");
+    assert_eq!(listed(&["-f", "label=org.example.team=corral"]), "app:1\n");
+
+    copy_rules_triggers_and_cancel(&docker, &vm, &dir);
 
     compose_project(&docker, &vm, &dir, web_port);
     vm.poweroff(EXIT).or_fail();
+}
+
+/// Where COPY puts things by Docker's rules, `-f -` (the CLI sends that
+/// Dockerfile in the context, and the engine takes it out again), a
+/// quoted ARG, ONBUILD triggers run by the next build, and a build
+/// cancelled with Ctrl-C during a RUN.
+fn copy_rules_triggers_and_cancel(docker: &Docker, vm: &Vm, dir: &Path) {
+    use std::io::BufRead;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let ctx = dir.join("edge");
+    let _ = std::fs::remove_dir_all(&ctx);
+    std::fs::create_dir_all(ctx.join("src/sub")).unwrap();
+    std::fs::set_permissions(&ctx, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(ctx.join("src/a"), "a\n").unwrap();
+    std::fs::write(ctx.join("src/sub/b"), "b\n").unwrap();
+    std::fs::write(ctx.join("real.txt"), "real\n").unwrap();
+    symlink("real.txt", ctx.join("link.txt")).unwrap();
+    let dockerfile = r#"FROM corral-test:1
+ARG Q="x y"
+RUN mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2 && echo "Q=[$Q]"
+COPY . /app
+COPY src/ /lib2/
+COPY --chown=1234 src/a /srv/deep/a
+COPY link.txt /d/
+VOLUME /vol
+COPY src/a /vol/a
+ONBUILD RUN echo triggered > /trig
+"#;
+    let c = ctx.to_str().unwrap();
+    let o = docker.piped(
+        &["build", "-t", "edge:1", "-f", "-", c],
+        dockerfile.as_bytes(),
+    );
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "{}",
+        vm.fail(format!("build -f -: {out}"))
+    );
+    assert!(out.contains("Q=[x y]"), "{out}");
+    let seen = docker.ok(
+        vm,
+        &[
+            "run", "--rm", "edge:1", "sh", "-c",
+            "stat -c '%a %u:%g %n' /app /srv /srv/deep /srv/deep/a /vol/a; ls -A /app; \
+             test -L /lib2 && cat /usr/lib2/a /usr/lib2/sub/b; cat /d/link.txt; test -L /d/link.txt || echo regular",
+        ],
+    );
+    assert_eq!(
+        seen,
+        // /app is made 0755, not the context's 0700; --chown=1234 is
+        // 1234:1234 and owns the directories it made; the Dockerfile the
+        // CLI added to the context is gone; the symlinked /lib2 was
+        // followed; a symlinked source is copied as its target.
+        "755 0:0 /app\n755 1234:1234 /srv\n755 1234:1234 /srv/deep\n644 1234:1234 /srv/deep/a\n\
+         644 0:0 /vol/a\nlink.txt\nreal.txt\nsrc\na\nb\nreal\nregular\n"
+    );
+
+    // The next build FROM it runs the trigger first, and passes none on.
+    let child = dir.join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(child.join("Dockerfile"), "FROM edge:1\nRUN cat /trig\n").unwrap();
+    let out = docker.ok(vm, &["build", "-t", "child:1", child.to_str().unwrap()]);
+    assert!(out.contains("# Executing 1 build trigger"), "{out}");
+    assert!(out.contains("triggered"), "{out}");
+    let onbuild = |image: &str| {
+        docker.ok(
+            vm,
+            &["image", "inspect", "-f", "{{json .Config.OnBuild}}", image],
+        )
+    };
+    assert_eq!(
+        onbuild("edge:1").trim(),
+        r#"["RUN echo triggered > /trig"]"#
+    );
+    assert!(matches!(onbuild("child:1").trim(), "null" | "[]"));
+
+    // Ctrl-C during a RUN: the step is stopped and its container
+    // removed, nothing is tagged.
+    let containers = || docker.ok(vm, &["ps", "-aq"]).lines().count();
+    let before = containers();
+    std::fs::write(
+        child.join("Dockerfile"),
+        "FROM corral-test:1\nRUN echo started; sleep 600\n",
+    )
+    .unwrap();
+    let mut build = docker
+        .command(&["build", "-t", "cancelled:1", child.to_str().unwrap()])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(build.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.trim() == "started")),
+        "{}",
+        vm.fail("the RUN never started")
+    );
+    let group = nix::unistd::Pid::from_raw(build.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let _ = build.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while containers() != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(
+        containers(),
+        before,
+        "{}",
+        vm.fail("the cancelled step's container stayed")
+    );
+    assert_eq!(docker.ok(vm, &["images", "-q", "cancelled"]), "");
 }
 
 const COMPOSE_FILE: &str = r#"version: "3.8"

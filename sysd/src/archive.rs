@@ -114,7 +114,7 @@ pub fn abs_path(path: &str) -> String {
 
 /// Go's `filepath.Base` of an absolute path: the name the archive's
 /// entries start with.
-fn base_name(abs: &str) -> String {
+pub fn base_name(abs: &str) -> String {
     let trimmed = abs.trim_end_matches('/');
     match trimmed.rsplit('/').next() {
         None | Some("") => "/".into(),
@@ -123,7 +123,7 @@ fn base_name(abs: &str) -> String {
 }
 
 /// The directory part of an absolute path (`/a/b` → `/a`).
-fn parent_of(abs: &str) -> &str {
+pub fn parent_of(abs: &str) -> &str {
     let trimmed = abs.trim_end_matches('/');
     match trimmed.rfind('/') {
         Some(0) | None => "/",

@@ -19,8 +19,8 @@ use serde_json::json;
 
 use super::{flag, query_all, ApiError, ApiResult, Query};
 use crate::build::builder::{self, Options};
+use crate::build::context::Finished;
 use crate::engine::Engine;
-use crate::registry::Progress;
 
 fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
     match q.get(key).filter(|s| !s.is_empty()) {
@@ -92,11 +92,13 @@ fn unpack(mut file: std::fs::File, dir: &std::path::Path) -> Result<(), String> 
     let n = magic.len();
     file.rewind().map_err(|e| e.to_string())?;
     let reader: Box<dyn Read> = match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file))),
+        [0x1f, 0x8b, ..] => Box::new(Finished::new(flate2::read::GzDecoder::new(
+            std::io::BufReader::new(file),
+        ))),
         [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0] => {
             return Err("the build context is bzip2 or xz compressed: send it plain or gzip".into())
         }
-        _ => Box::new(std::io::BufReader::new(file)),
+        _ => Box::new(Finished::new(std::io::BufReader::new(file))),
     };
     let root = pathrs::Root::open(dir).map_err(|e| e.to_string())?;
     let opts = crate::archive::ExtractOptions {
@@ -136,7 +138,7 @@ pub async fn build(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> A
     let engine = engine.clone();
     Ok(super::distribution::stream(move |progress| async move {
         let steps = if quiet {
-            Progress::none()
+            progress.muted()
         } else {
             progress.clone()
         };

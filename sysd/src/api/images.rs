@@ -20,7 +20,7 @@ use crate::engine::Engine;
 pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) -> ApiResult {
     let q = parse_query(req.uri().query());
     match (req.method().clone(), rest) {
-        (Method::GET, ["json"]) => list(engine, super::flag(&q, "all")).await,
+        (Method::GET, ["json"]) => list(engine, &q).await,
         (Method::POST, ["load"]) => load(engine, req, flag(&q, "quiet")).await,
         (Method::POST, ["prune"]) => prune(engine, &q).await,
         (Method::POST, [name @ .., "tag"]) if !name.is_empty() => tag(engine, &name.join("/"), &q),
@@ -41,14 +41,14 @@ pub async fn route(engine: &Arc<Engine>, req: Request<Incoming>, rest: &[&str]) 
             let reference = name.join("/");
             let image = lookup(engine, &reference)?;
             let mut shown = inspect(&image);
-            // What the OCI config model lacks (a build's HEALTHCHECK) is
-            // read from the config as stored.
+            // What the OCI config model lacks (a build's HEALTHCHECK and
+            // ONBUILD) is read from the config as stored.
             if let (Some(c), Ok(raw)) =
                 (shown.config.as_mut(), engine.images().config_bytes(&image))
             {
-                c.healthcheck = serde_json::from_slice::<serde_json::Value>(&raw)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v["config"]["Healthcheck"].clone()).ok());
+                let v = serde_json::from_slice::<serde_json::Value>(&raw).unwrap_or_default();
+                c.healthcheck = serde_json::from_value(v["config"]["Healthcheck"].clone()).ok();
+                c.on_build = serde_json::from_value(v["config"]["OnBuild"].clone()).ok();
             }
             Ok(json_response(200, &shown))
         }
@@ -147,18 +147,88 @@ fn parents(images: &[corral_image::Image]) -> std::collections::HashSet<String> 
     images.iter().filter_map(|i| i.parent.clone()).collect()
 }
 
-async fn list(engine: &Arc<Engine>, all: bool) -> ApiResult {
+/// Docker's `reference` filter: the pattern against `repo:tag`, then
+/// against `repo` alone (`docker images app` lists every tag of app).
+fn tag_matches(patterns: &[glob::Pattern], tag: &str) -> bool {
+    let opts = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    // `host:5000/app` has no tag: its colon is the port's.
+    let repo = match tag.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => r,
+        _ => tag,
+    };
+    patterns
+        .iter()
+        .any(|p| p.matches_with(tag, opts) || p.matches_with(repo, opts))
+}
+
+const LIST_FILTERS: &[&str] = &["dangling", "reference", "label", "before", "since"];
+
+/// `docker images [REPO[:TAG]] [-a] [--filter ...]`: Docker's filters,
+/// `reference` matched as `path.Match` against `repo:tag` and then
+/// `repo` (the tags shown are the matching ones), `dangling` (untagged),
+/// `label`, `before` and `since` (an image, by creation time).
+async fn list(engine: &Arc<Engine>, q: &super::Query) -> ApiResult {
+    use super::containers::Filters;
+    let f = Filters::parse(q.get("filters").map(String::as_str), LIST_FILTERS)?;
+    let all = flag(q, "all");
     let store = engine.images().clone();
     let images = tokio::task::spawn_blocking(move || store.list())
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     let parents = parents(&images);
-    let list: Vec<ImageSummary> = images
-        .iter()
-        .filter(|i| all || !i.names.is_empty() || !parents.contains(&i.id))
-        .map(summary)
-        .collect();
+    let created = |i: &corral_image::Image| unix_time(i.created.as_deref());
+    let bound = |key: &str| -> Result<Option<i64>, ApiError> {
+        match f.values(key) {
+            [] => Ok(None),
+            [one] => Ok(Some(created(&lookup(engine, one)?))),
+            _ => Err(ApiError::bad(format!("filters: {key} takes one image"))),
+        }
+    };
+    let (before, since) = (bound("before")?, bound("since")?);
+    let mut patterns = Vec::new();
+    for p in f.values("reference") {
+        let pat = glob::Pattern::new(p)
+            .map_err(|e| ApiError::bad(format!("filters: reference {p:?}: {e}")))?;
+        patterns.push(pat);
+    }
+    let mut list = Vec::new();
+    for i in &images {
+        let dangling = i.names.is_empty();
+        // Intermediate images of builds only with -a, and never as
+        // dangling ones.
+        if !all && dangling && parents.contains(&i.id) {
+            continue;
+        }
+        if !f.matches("dangling", |d| match d {
+            "true" | "1" => dangling && !parents.contains(&i.id),
+            _ => !dangling,
+        }) {
+            continue;
+        }
+        let labels = labels(i);
+        let label_ok = |l: &str| match l.split_once('=') {
+            Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+            None => labels.contains_key(l),
+        };
+        if !f.values("label").iter().all(|l| label_ok(l)) {
+            continue;
+        }
+        if before.is_some_and(|b| created(i) >= b) || since.is_some_and(|s| created(i) <= s) {
+            continue;
+        }
+        let mut summary = summary(i);
+        if !patterns.is_empty() {
+            summary.repo_tags.retain(|t| tag_matches(&patterns, t));
+            if summary.repo_tags.is_empty() {
+                continue;
+            }
+        }
+        list.push(summary);
+    }
     Ok(json_response(200, &list))
 }
 
@@ -445,5 +515,23 @@ impl std::io::Write for FirstWrite {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters_match_tags_and_repositories() {
+        let p = |s: &str| vec![glob::Pattern::new(s).unwrap()];
+        assert!(tag_matches(&p("app"), "app:1"));
+        assert!(tag_matches(&p("app:1"), "app:1"));
+        assert!(!tag_matches(&p("app:2"), "app:1"));
+        assert!(tag_matches(&p("a*"), "app:1"));
+        // `*` stops at `/`, as Go's path.Match.
+        assert!(!tag_matches(&p("*"), "10.0.2.2:5000/app:1"));
+        assert!(tag_matches(&p("*/app"), "10.0.2.2:5000/app:1"));
+        assert!(tag_matches(&p("10.0.2.2:5000/app"), "10.0.2.2:5000/app"));
     }
 }

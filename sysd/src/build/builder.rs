@@ -9,18 +9,16 @@
 //! step made before, so a rebuild with nothing changed runs no step.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
-use pathrs::Root;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
+use super::cache::{self, Cache};
 use super::dockerfile::{self, Kind, Stage, Step};
 use super::run::{self, RunStep};
-use super::sources::{self, Placement};
 use super::state::State;
-use super::{words, BuildError};
+use super::{context, words, BuildError};
 use crate::engine::Engine;
 use crate::registry::{self, Progress};
 
@@ -39,73 +37,28 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
 }
 
-/// One build cache for the engine: builds may run side by side.
-static CACHE_LOCK: Mutex<()> = Mutex::new(());
-
 fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     &hex[..hex.len().min(12)]
 }
 
-fn cache_key(parent: Option<&str>, created_by: &str, extra: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(parent.unwrap_or("scratch").as_bytes());
-    h.update([0]);
-    h.update(created_by.as_bytes());
-    h.update([0]);
-    h.update(extra.as_bytes());
-    hex::encode(h.finalize())
-}
-
-struct Cache {
-    path: PathBuf,
-}
-
-impl Cache {
-    fn read(&self) -> BTreeMap<String, String> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let _g = CACHE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        self.read().get(key).cloned()
-    }
-
-    /// Written whole to a new file and renamed over: a crash leaves the
-    /// old cache or the new one.
-    fn put(&self, key: &str, image: &str, live: impl Fn(&str) -> bool) -> Result<(), BuildError> {
-        let _g = CACHE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.read();
-        // Entries whose images are gone (removed, pruned) go with them.
-        map.retain(|_, v| live(v));
-        map.insert(key.to_owned(), image.to_owned());
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(&map).map_err(|e| BuildError::new(e.to_string()))?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| BuildError::new(format!("{}: {e}", self.path.display())))
-    }
-}
-
 /// Where a stage is in its build.
-struct Current {
-    state: State,
+pub(super) struct Current {
+    pub state: State,
     /// The image the last step made (None: `scratch`, nothing yet).
-    image: Option<String>,
-    has_layers: bool,
+    pub image: Option<String>,
+    pub has_layers: bool,
 }
 
-struct Build<'a> {
-    engine: &'a Arc<Engine>,
-    context: &'a Path,
+pub(super) struct Build<'a> {
+    pub engine: &'a Arc<Engine>,
+    pub context: &'a Path,
     opts: &'a Options,
     out: &'a Progress,
     cache: Cache,
-    /// Images of the stages built so far, with their names.
-    stages: Vec<(Option<String>, String)>,
+    /// Images of the stages built so far, with their names (an empty id:
+    /// a stage on scratch that made nothing).
+    pub stages: Vec<(Option<String>, String)>,
     step: usize,
     total: usize,
     declared: BTreeSet<String>,
@@ -119,8 +72,9 @@ pub async fn build(
     opts: &Options,
     out: &Progress,
 ) -> Result<String, BuildError> {
-    let text = read_dockerfile(context, &opts.dockerfile)?;
+    let text = context::read_dockerfile(context, &opts.dockerfile)?;
     let file = dockerfile::parse(&text).map_err(|e| BuildError::new(e.to_string()))?;
+    context::drop_build_files(context, &opts.dockerfile)?;
     let last = match &opts.target {
         Some(t) => file
             .stages
@@ -175,6 +129,9 @@ pub async fn build(
         )}))
         .await;
     }
+    if out.gone() {
+        return Err(super::cancelled());
+    }
     out.send(json!({"aux": {"ID": id}})).await;
     out.send(json!({"stream": format!("Successfully built {}\n", short(&id))}))
         .await;
@@ -193,23 +150,7 @@ pub async fn build(
     Ok(id)
 }
 
-/// The Dockerfile, read inside the context (a symlink there cannot point
-/// out of it).
-fn read_dockerfile(context: &Path, name: &str) -> Result<String, BuildError> {
-    use std::io::Read;
-    let missing = || BuildError::new(format!("Cannot locate specified Dockerfile: {name}"));
-    let root = Root::open(context).map_err(|e| BuildError::new(e.to_string()))?;
-    let handle = root.resolve(name).map_err(|_| missing())?;
-    let mut f = handle
-        .reopen(pathrs::flags::OpenFlags::O_RDONLY)
-        .map_err(|_| missing())?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)
-        .map_err(|e| BuildError::new(format!("reading the Dockerfile {name}: {e}")))?;
-    Ok(text)
-}
-
-fn at(step: &Step, message: impl std::fmt::Display) -> BuildError {
+pub(super) fn at(step: &Step, message: impl std::fmt::Display) -> BuildError {
     BuildError::new(format!("Dockerfile line {}: {message}", step.line))
 }
 
@@ -221,7 +162,7 @@ impl Build<'_> {
             .await;
     }
 
-    async fn shown(&self, id: &str) {
+    pub(super) async fn shown(&self, id: &str) {
         self.out
             .send(json!({"stream": format!(" ---> {}\n", short(id))}))
             .await;
@@ -246,7 +187,7 @@ impl Build<'_> {
     }
 
     /// A stage or image named by `FROM` or `COPY --from`.
-    async fn base(&self, name: &str) -> Result<String, BuildError> {
+    pub(super) async fn base(&self, name: &str) -> Result<String, BuildError> {
         if let Some((_, id)) = self
             .stages
             .iter()
@@ -293,6 +234,29 @@ impl Build<'_> {
                 has_layers: !img.layers.is_empty(),
             }
         };
+        // The base image's ONBUILD triggers run first, as steps of this
+        // stage; errors point at its FROM.
+        let triggers = cur.state.take_triggers();
+        if !triggers.is_empty() {
+            let n = triggers.len();
+            let s = if n == 1 { "" } else { "s" };
+            self.out
+                .send(json!({"stream": format!("# Executing {n} build trigger{s}\n")}))
+                .await;
+        }
+        for t in &triggers {
+            let mut step = dockerfile::trigger_step(t, escape).map_err(|e| {
+                BuildError::new(format!(
+                    "Dockerfile line {}: {base}'s ONBUILD {}",
+                    stage.line, e.message
+                ))
+            })?;
+            step.line = stage.line;
+            self.step(&mut cur, &step).await.map_err(|e| BuildError {
+                message: format!("{} (ONBUILD trigger {t:?} of {base})", e.message),
+                code: e.code,
+            })?;
+        }
         for step in &stage.steps {
             self.announce(step.line, &step.text).await;
             self.step(&mut cur, step).await?;
@@ -301,7 +265,7 @@ impl Build<'_> {
         Ok(cur.image)
     }
 
-    fn cached(&self, key: &str) -> Option<String> {
+    pub(super) fn cached(&self, key: &str) -> Option<String> {
         if self.opts.no_cache {
             return None;
         }
@@ -310,7 +274,7 @@ impl Build<'_> {
     }
 
     /// Takes the cached image as the stage's state.
-    async fn use_cache(&self, cur: &mut Current, id: String) -> Result<(), BuildError> {
+    pub(super) async fn use_cache(&self, cur: &mut Current, id: String) -> Result<(), BuildError> {
         let img = self
             .engine
             .images()
@@ -333,7 +297,7 @@ impl Build<'_> {
     }
 
     /// Records the step in the config and commits it as an image.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         cur: &mut Current,
         key: &str,
@@ -361,12 +325,15 @@ impl Build<'_> {
     }
 
     async fn step(&mut self, cur: &mut Current, step: &Step) -> Result<(), BuildError> {
+        if self.out.gone() {
+            return Err(super::cancelled());
+        }
         let args = &self.opts.build_args;
         match &step.kind {
             Kind::Run(form) => {
                 let argv = cur.state.argv(form);
                 let created_by = cur.state.run_created_by(&argv, args);
-                let key = cache_key(cur.image.as_deref(), &created_by, "");
+                let key = cache::key(cur.image.as_deref(), &created_by, "");
                 if let Some(id) = self.cached(&key) {
                     return self.use_cache(cur, id).await;
                 }
@@ -406,7 +373,14 @@ impl Build<'_> {
             }
             kind => {
                 let applied = cur.state.apply(kind, args).map_err(|e| at(step, e))?;
-                let key = cache_key(cur.image.as_deref(), &applied.created_by, "");
+                // The config the step leaves decides its image as much as
+                // its text (an ENTRYPOINT drops a CMD only when this stage
+                // set none), as Docker's cache compares configs.
+                let key = cache::key(
+                    cur.image.as_deref(),
+                    &applied.created_by,
+                    &cur.state.image["config"].to_string(),
+                );
                 if let Some(id) = self.cached(&key) {
                     return self.use_cache(cur, id).await;
                 }
@@ -450,159 +424,6 @@ impl Build<'_> {
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn copy(
-        &mut self,
-        cur: &mut Current,
-        step: &Step,
-        add: bool,
-        srcs: &[String],
-        dest: &str,
-        from: Option<&str>,
-        chown: Option<&str>,
-    ) -> Result<(), BuildError> {
-        let kw = if add { "ADD" } else { "COPY" };
-        let vars = cur.state.vars();
-        let esc = cur.state.escape();
-        let ex = |t: &str| words::expand(t, &vars, esc).map_err(|e| at(step, e));
-        let srcs: Vec<String> = srcs.iter().map(|s| ex(s)).collect::<Result<_, _>>()?;
-        if add {
-            if let Some(url) = srcs.iter().find(|s| s.contains("://")) {
-                return Err(at(step, format!(
-                    "ADD {url}: sources from URLs are not supported by this builder; fetch them with RUN (wget, curl)"
-                )));
-            }
-        }
-        let dest = ex(dest)?;
-        let workdir = cur.state.image["config"]["WorkingDir"]
-            .as_str()
-            .unwrap_or("/")
-            .to_owned();
-        let dest_is_dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
-        let abs = if dest.starts_with('/') {
-            dest.clone()
-        } else {
-            format!("{}/{dest}", workdir.trim_end_matches('/'))
-        };
-        let abs = crate::archive::abs_path(&abs);
-        let owner = match chown {
-            Some(c) => {
-                let c = ex(c)?;
-                let layers = match &cur.image {
-                    Some(id) => self
-                        .engine
-                        .images()
-                        .get(id)
-                        .map(|i| i.layers)
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                let (u, g, _) = crate::spec::resolve_user(&c, &layers)
-                    .map_err(|e| at(step, format!("{kw} --chown: {e}")))?;
-                Some((c, (u, g)))
-            }
-            None => None,
-        };
-        let tmp = self.engine.config().data_root.join("uploads");
-        std::fs::create_dir_all(&tmp).map_err(|e| BuildError::new(e.to_string()))?;
-        let collected = match from {
-            None => {
-                let (ctx, s, t) = (self.context.to_owned(), srcs.clone(), tmp.clone());
-                tokio::task::spawn_blocking(move || {
-                    let root = Root::open(&ctx).map_err(|e| e.to_string())?;
-                    sources::collect(&root, Some(&ctx), &s, &t)
-                })
-                .await
-                .map_err(|e| BuildError::new(e.to_string()))?
-            }
-            Some(f) => {
-                let f = ex(f)?;
-                let image = match f.parse::<usize>() {
-                    Ok(i) if i < self.stages.len() => self.stages[i].1.clone(),
-                    _ => self.base(&f).await?,
-                };
-                self.collect_from_image(&image, srcs.clone(), tmp.clone())
-                    .await?
-            }
-        }
-        .map_err(|e| at(step, e))?;
-        if collected.items.len() > 1 && !dest_is_dir {
-            return Err(at(step, format!(
-                "When using {kw} with more than one source file, the destination must be a directory and end with a /"
-            )));
-        }
-        let kind = match collected.items.as_slice() {
-            [one] if !one.is_dir => "file",
-            [_] => "dir",
-            _ => "multi",
-        };
-        let chown_text = owner
-            .as_ref()
-            .map(|(c, _)| format!("--chown={c} "))
-            .unwrap_or_default();
-        let created_by = cur.state.nop(&format!(
-            "{kw} {chown_text}{kind}:{} in {dest} ",
-            collected.hash
-        ));
-        let from_text = from.unwrap_or("");
-        let key = cache_key(cur.image.as_deref(), &created_by, from_text);
-        if let Some(id) = self.cached(&key) {
-            return self.use_cache(cur, id).await;
-        }
-        let image = cur.image.clone().unwrap_or_default();
-        let mut collected = collected;
-        let owner = owner.map(|(_, o)| o).unwrap_or((0, 0));
-        let layer = run::change(self.engine, &image, cur.has_layers, move |root| {
-            let at = Placement {
-                dest: &abs,
-                dest_is_dir,
-                owner,
-                add,
-            };
-            sources::place(root, &mut collected, &at, &tmp)
-        })
-        .await
-        .map_err(|e| at(step, e))?;
-        self.commit(cur, &key, &created_by, layer).await
-    }
-
-    /// `COPY --from`: the sources, read in a container of that image.
-    async fn collect_from_image(
-        &self,
-        image: &str,
-        srcs: Vec<String>,
-        tmp: PathBuf,
-    ) -> Result<Result<sources::Sources, String>, BuildError> {
-        let def = corral_config::ServiceDef {
-            image: Some(image.to_owned()),
-            entrypoint: Some(Vec::new()),
-            command: Some(vec!["/bin/true".into()]),
-            ..Default::default()
-        };
-        let mut warnings = Vec::new();
-        let id = self
-            .engine
-            .create(
-                None,
-                def,
-                false,
-                crate::state::ApiFields::default(),
-                &mut warnings,
-            )
-            .map_err(|e| BuildError::new(e.to_string()))?;
-        let r = self
-            .engine
-            .in_root(&id, None, move |root| {
-                sources::collect(root, None, &srcs, &tmp)
-            })
-            .await
-            .map_err(|e| BuildError::new(e.to_string()));
-        if let Err(e) = self.engine.remove_with(&id, true, true).await {
-            log::warn!("build: removing {id}: {e}");
-        }
-        r
-    }
-
     /// `--label`s, on the final image (Docker adds them as a last
     /// `LABEL` step).
     async fn label(&mut self, id: &str) -> Result<String, BuildError> {
@@ -627,7 +448,11 @@ impl Build<'_> {
             .state
             .apply(&Kind::Label(text), &BTreeMap::new())
             .map_err(BuildError::new)?;
-        let key = cache_key(Some(id), &applied.created_by, "");
+        let key = cache::key(
+            Some(id),
+            &applied.created_by,
+            &cur.state.image["config"].to_string(),
+        );
         if let Some(cached) = self.cached(&key) {
             return Ok(cached);
         }
@@ -645,28 +470,6 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cache_key_changes_with_each_input() {
-        let a = cache_key(Some("sha256:1"), "/bin/sh -c make", "");
-        assert_eq!(a, cache_key(Some("sha256:1"), "/bin/sh -c make", ""));
-        assert_ne!(a, cache_key(Some("sha256:2"), "/bin/sh -c make", ""));
-        assert_ne!(a, cache_key(Some("sha256:1"), "|1 V=2 /bin/sh -c make", ""));
-        assert_ne!(a, cache_key(Some("sha256:1"), "/bin/sh -c make", "stage"));
-        assert_ne!(a, cache_key(None, "/bin/sh -c make", ""));
-    }
-
-    #[test]
-    fn the_cache_forgets_images_that_are_gone() {
-        let d = tempfile::tempdir().unwrap();
-        let c = Cache {
-            path: d.path().join("build-cache.json"),
-        };
-        c.put("k1", "sha256:a", |_| true).unwrap();
-        c.put("k2", "sha256:b", |id| id != "sha256:a").unwrap();
-        assert_eq!(c.get("k1"), None);
-        assert_eq!(c.get("k2").as_deref(), Some("sha256:b"));
-    }
 
     #[test]
     fn labels_are_quoted_words() {

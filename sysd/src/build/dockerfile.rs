@@ -70,6 +70,9 @@ pub enum Kind {
     Healthcheck(Health),
     Shell(Vec<String>),
     Maintainer(String),
+    /// `ONBUILD`'s trigger, as written after the keyword: stored in the
+    /// image, run when another build starts `FROM` it.
+    Onbuild(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,24 +178,36 @@ fn only_flags(
     Ok(())
 }
 
-fn arg_decls(text: &str, line: usize) -> Result<Vec<(String, Option<String>)>, DockerfileError> {
-    let words =
-        super::words::words(text, &Default::default(), '\u{0}').map_err(|e| DockerfileError {
-            line,
-            message: format!("ARG: {e}"),
-        })?;
-    // The default's variables are expanded when the ARG runs: keep them.
-    let raw: Vec<&str> = text.split_whitespace().collect();
-    if words.is_empty() {
+fn arg_decls(
+    text: &str,
+    escape: char,
+    line: usize,
+) -> Result<Vec<(String, Option<String>)>, DockerfileError> {
+    // The default's quotes and variables are dealt with when the ARG
+    // runs (`ARG A="x y"` is one declaration): keep them as written.
+    let raw = super::words::raw_words(text, escape).map_err(|e| DockerfileError {
+        line,
+        message: format!("ARG: {e}"),
+    })?;
+    if raw.is_empty() {
         return Err(DockerfileError {
             line,
             message: "ARG needs a name".into(),
         });
     }
-    raw.iter()
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), Some(v.to_owned()))),
-            None => Ok(((*w).to_owned(), None)),
+    raw.into_iter()
+        .map(|w| {
+            let (k, v) = match w.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (w.clone(), None),
+            };
+            if k.is_empty() {
+                return Err(DockerfileError {
+                    line,
+                    message: format!("ARG {w:?}: the name is empty"),
+                });
+            }
+            Ok((k, v))
         })
         .collect()
 }
@@ -249,7 +264,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
                 continue;
             }
             Instruction::Arg(a) => {
-                let decls = arg_decls(&a.arguments.value, line)?;
+                let decls = arg_decls(&a.arguments.value, out.escape, line)?;
                 if out.stages.is_empty() {
                     out.global_args.push(Step {
                         line,
@@ -319,11 +334,31 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
                     retries: value("retries"),
                 })
             }
-            Instruction::Onbuild(_) => {
-                return Err(DockerfileError {
+            Instruction::Onbuild(o) => {
+                let trigger = shown
+                    .get("ONBUILD".len()..)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let bad = match &*o.instruction {
+                    Instruction::Onbuild(_) => Some("ONBUILD ONBUILD"),
+                    Instruction::From(_) => Some("ONBUILD FROM"),
+                    Instruction::Maintainer(_) => Some("ONBUILD MAINTAINER"),
+                    _ => None,
+                };
+                if let Some(bad) = bad {
+                    return Err(DockerfileError {
+                        line,
+                        message: format!("{bad} isn't allowed as an ONBUILD trigger"),
+                    });
+                }
+                // The trigger is checked now, as the build that runs it
+                // would check it.
+                trigger_step(&trigger, escape).map_err(|e| DockerfileError {
                     line,
-                    message: "ONBUILD is not supported by this builder".into(),
-                })
+                    message: format!("ONBUILD: {}", e.message),
+                })?;
+                Kind::Onbuild(trigger)
             }
             other => {
                 return Err(DockerfileError {
@@ -354,6 +389,39 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
         });
     }
     Ok(out)
+}
+
+/// An `ONBUILD` trigger of a base image as the step it runs as; its
+/// line is the trigger's own (1).
+pub fn trigger_step(trigger: &str, escape: char) -> Result<Step, DockerfileError> {
+    let directive = if escape == '\\' {
+        String::new()
+    } else {
+        format!("# escape={escape}\n")
+    };
+    let mut d =
+        parse(&format!("{directive}FROM scratch\n{trigger}\n")).map_err(|e| DockerfileError {
+            line: 1,
+            message: format!("trigger {trigger:?}: {}", e.message),
+        })?;
+    match (d.stages.len(), d.stages[0].steps.len()) {
+        (1, 1) => {}
+        _ => {
+            return Err(DockerfileError {
+                line: 1,
+                message: format!("trigger {trigger:?} is not one instruction"),
+            })
+        }
+    }
+    let mut step = d.stages.remove(0).steps.remove(0);
+    if matches!(step.kind, Kind::Onbuild(_)) {
+        return Err(DockerfileError {
+            line: 1,
+            message: format!("trigger {trigger:?}: ONBUILD ONBUILD isn't allowed"),
+        });
+    }
+    step.line = 1;
+    Ok(step)
 }
 
 fn shown_keyword(text: &str, ins: &Instruction) -> String {
@@ -490,13 +558,36 @@ CMD [\"/bin/app\"]
     }
 
     #[test]
+    fn onbuild_triggers_are_kept_as_written_and_run_as_steps() {
+        let d = parse("FROM a\nONBUILD COPY --chown=1:1 . /app/\n").unwrap();
+        assert_eq!(
+            d.stages[0].steps[0].kind,
+            Kind::Onbuild("COPY --chown=1:1 . /app/".into())
+        );
+        let s = trigger_step("RUN echo \"hi there\"", '\\').unwrap();
+        assert_eq!(s.kind, Kind::Run(Form::Shell("echo \"hi there\"".into())));
+        assert_eq!(s.text, "RUN echo \"hi there\"");
+        assert!(trigger_step("RUN a\nRUN b", '\\')
+            .unwrap_err()
+            .message
+            .contains("not one instruction"));
+    }
+
+    #[test]
     fn what_the_classic_builder_lacks_is_named_with_its_line() {
         let e = |t: &str| parse(t).unwrap_err().to_string();
         assert_eq!(
             e("FROM a\nRUN --mount=type=cache,target=/x true\n"),
             "Dockerfile line 2: RUN --mount is not supported by the classic builder"
         );
-        assert!(e("FROM a\nONBUILD RUN x\n").contains("line 2: ONBUILD"));
+        assert!(e("FROM a\nONBUILD FROM x\n").contains("line 2: ONBUILD FROM isn't allowed"));
+        let nested = e("FROM a\nONBUILD ONBUILD RUN x\n");
+        assert!(
+            nested.contains("ONBUILD ONBUILD") && nested.contains("line 2"),
+            "{nested}"
+        );
+        assert!(e("FROM a\nONBUILD RUN --mount=type=cache,target=/x true\n")
+            .contains("line 2: ONBUILD: "));
         assert!(e("FROM a\nCOPY --chmod=755 x /x\n").contains("line 2: COPY --chmod"));
         // The parser's own messages carry their position.
         assert_eq!(e("RUN x\n"), "Dockerfile: expected FROM at line 1 column 1");

@@ -3,10 +3,15 @@
 //! read into stages and steps ([`dockerfile`]), its words expanded as
 //! Docker's shell lexer does ([`words`]), what each metadata instruction
 //! does to the image config ([`state`]), the files `COPY` and `ADD` pick
-//! and place ([`sources`]), the steps done in the engine's containers
-//! ([`run`]), and the build with its layer cache ([`builder`]).
+//! and place ([`sources`]) and the steps that copy them ([`copy`]), the
+//! steps done in the engine's containers ([`run`]), the layer cache
+//! ([`cache`]), the context's own files ([`context`]), and the build from
+//! start to end ([`builder`]).
 
 pub mod builder;
+pub mod cache;
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod run;
 pub mod sources;
@@ -29,4 +34,9 @@ impl BuildError {
             code: None,
         }
     }
+}
+
+/// The client went away: Docker stops the build there, tags nothing.
+pub fn cancelled() -> BuildError {
+    BuildError::new("the client went away: the build was cancelled")
 }

@@ -102,9 +102,10 @@ pub async fn run(
         .send(json!({"stream": format!(" ---> Running in {}\n", &id[..12])}))
         .await;
     let result = run_in(engine, &id, &step, progress).await;
+    // A cancelled step's container has nobody to look at it.
     let remove = match &result {
         Ok(_) => step.remove,
-        Err(_) => step.force_remove,
+        Err(_) => step.force_remove || progress.gone(),
     };
     if remove {
         if result.is_ok() {
@@ -133,10 +134,26 @@ async fn run_in(
         .start(id)
         .await
         .map_err(|e| BuildError::new(e.to_string()))?;
-    while let Some((_, chunk)) = follow.next().await {
-        progress
-            .send(json!({"stream": String::from_utf8_lossy(&chunk)}))
-            .await;
+    loop {
+        tokio::select! {
+            next = follow.next() => match next {
+                Some((_, chunk)) => {
+                    progress
+                        .send(json!({"stream": String::from_utf8_lossy(&chunk)}))
+                        .await
+                }
+                None => break,
+            },
+            // The client went away (Ctrl-C): the step is stopped, as
+            // Docker cancels the build.
+            () = progress.closed() => {
+                if let Err(e) = engine.kill(id, nix::sys::signal::Signal::SIGKILL) {
+                    log::warn!("build: killing the cancelled step {id}: {e}");
+                }
+                let _ = engine.wait(id, false).await;
+                return Err(super::cancelled());
+            }
+        }
     }
     let code = engine
         .wait(id, false)
@@ -192,7 +209,7 @@ where
     let id = new_container(engine, def, "none")?;
     let result = async {
         engine
-            .in_root(&id, None, f)
+            .in_layers(&id, f)
             .await
             .map_err(|e| BuildError::new(e.to_string()))?
             .map_err(BuildError::new)?;

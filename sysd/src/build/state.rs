@@ -175,8 +175,8 @@ impl State {
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
         for name in PREDEFINED {
-            if let Some(Some(v)) = build_args.get(*name) {
-                out.insert((*name).to_owned(), v.clone());
+            if let (Some(Some(v)), false) = (build_args.get(*name), env.contains(*name)) {
+                out.entry((*name).to_owned()).or_insert_with(|| v.clone());
             }
         }
         out
@@ -184,13 +184,16 @@ impl State {
 
     /// What Docker records as a `RUN`'s command (history, and its cache
     /// key): `|N K=V... ` in front when build args reach it, so a changed
-    /// `--build-arg` runs the step again.
+    /// `--build-arg` runs the step again. A proxy variable no `ARG`
+    /// declared is left out (moby's `IsReferencedOrNotBuiltin`): a
+    /// different proxy neither shows in the image nor misses the cache.
     pub fn run_created_by(
         &self,
         argv: &[String],
         build_args: &BTreeMap<String, Option<String>>,
     ) -> String {
-        let env = self.run_env(build_args);
+        let mut env = self.run_env(build_args);
+        env.retain(|k, _| self.args.contains_key(k) || !PREDEFINED.contains(&k.as_str()));
         let mut s = String::new();
         if !env.is_empty() {
             s.push_str(&format!("|{} ", env.len()));
@@ -347,14 +350,9 @@ impl State {
             }
             Kind::Healthcheck(h) => {
                 let check = healthcheck(h)?;
-                let shown = check["Test"].as_array().map(|t| {
-                    t.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                });
+                let shown = go_health(&check);
                 self.config().insert("Healthcheck".into(), check);
-                self.nop(&format!("HEALTHCHECK {}", shown.unwrap_or_default()))
+                self.nop(&format!("HEALTHCHECK {shown}"))
             }
             Kind::Shell(argv) => {
                 if argv.is_empty() {
@@ -362,6 +360,16 @@ impl State {
                 }
                 self.config().insert("Shell".into(), json!(argv));
                 self.nop(&format!("SHELL {}", go_list(argv)))
+            }
+            Kind::Onbuild(trigger) => {
+                let list = self.config().entry("OnBuild").or_insert_with(|| json!([]));
+                if !list.is_array() {
+                    *list = json!([]);
+                }
+                list.as_array_mut()
+                    .expect("just made an array")
+                    .push(json!(trigger));
+                self.nop(&format!("ONBUILD {trigger}"))
             }
             Kind::Maintainer(name) => {
                 self.image["author"] = json!(name);
@@ -401,6 +409,18 @@ impl State {
     /// The names this stage declared with `ARG`.
     pub fn declared(&self) -> impl Iterator<Item = &String> {
         self.args.keys()
+    }
+
+    /// The base image's `ONBUILD` triggers, which the stage runs first;
+    /// they are not passed on to the image it makes (Docker clears them).
+    pub fn take_triggers(&mut self) -> Vec<String> {
+        let list = self.config().remove("OnBuild");
+        list.as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Adds a history entry and, for a step that made one, its layer.
@@ -445,6 +465,63 @@ fn go_list(argv: &[String]) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
+}
+
+/// Go's `%q` of Docker's `*HealthConfig`, as its history shows a
+/// `HEALTHCHECK`: `&{["CMD-SHELL" "wget -q x"] "5s" "0s" "0s" '\x03'}`.
+fn go_health(check: &Value) -> String {
+    let test: Vec<String> = check["Test"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|t| format!("{t:?}"))
+        .collect();
+    let d = |k: &str| go_duration(check[k].as_u64().unwrap_or(0));
+    let retries = check["Retries"].as_u64().unwrap_or(0);
+    let rune = match char::from_u32(retries as u32) {
+        Some(c) if (' '..='~').contains(&c) && c != '\'' && c != '\\' => c.to_string(),
+        _ if retries < 0x80 => format!("\\x{retries:02x}"),
+        _ => format!("\\u{retries:04x}"),
+    };
+    format!(
+        "&{{[{}] {:?} {:?} {:?} '{rune}'}}",
+        test.join(" "),
+        d("Interval"),
+        d("Timeout"),
+        d("StartPeriod")
+    )
+}
+
+/// Go's `time.Duration.String`: `0s`, `500ms`, `1m30s`, `1h0m0s`.
+fn go_duration(ns: u64) -> String {
+    // The number of `unit`s in `v`, with its fraction's digits (no
+    // trailing zeros).
+    let frac = |v: u64, unit: u64| {
+        let (whole, rest) = (v / unit, v % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let digits = format!("{rest:0width$}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    };
+    const S: u64 = 1_000_000_000;
+    match ns {
+        0 => "0s".into(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", frac(n, 1_000)),
+        n if n < S => format!("{}ms", frac(n, 1_000_000)),
+        n => {
+            let (h, m) = (n / (3600 * S), n / (60 * S) % 60);
+            let secs = frac(n % (60 * S), S);
+            match (h, m) {
+                (0, 0) => format!("{secs}s"),
+                (0, m) => format!("{m}m{secs}s"),
+                (h, m) => format!("{h}h{m}m{secs}s"),
+            }
+        }
+    }
 }
 
 /// `EXPOSE 80`, `80/udp`, `8000-8002/tcp`: the key in `ExposedPorts`.
@@ -590,9 +667,36 @@ mod tests {
         );
         let argv = s.argv(&Form::Shell("make".into()));
         assert_eq!(argv, ["/bin/sh", "-c", "make"]);
+        assert_eq!(s.run_created_by(&argv, &args), "|1 A=1 /bin/sh -c make");
+        // A proxy variable an ARG declares is named; one an ENV sets is
+        // the ENV's.
+        let args2 = BTreeMap::from([
+            ("http_proxy".to_owned(), Some("http://p:3128".to_owned())),
+            ("no_proxy".to_owned(), Some("arg".to_owned())),
+        ]);
+        let mut s2 = State::new(Some(&base()), BTreeMap::new(), '\\').unwrap();
+        for k in steps("FROM b\nARG http_proxy\nENV no_proxy=env\n") {
+            s2.apply(&k, &args2).unwrap();
+        }
         assert_eq!(
-            s.run_created_by(&argv, &args),
-            "|2 A=1 http_proxy=http://p:3128 /bin/sh -c make"
+            s2.run_created_by(&argv, &args2),
+            "|1 http_proxy=http://p:3128 /bin/sh -c make"
+        );
+        assert_eq!(
+            s2.run_env(&args2),
+            BTreeMap::from([("http_proxy".to_owned(), "http://p:3128".to_owned())])
+        );
+        // A quoted default is one value.
+        let mut s3 = State::new(Some(&base()), BTreeMap::new(), '\\').unwrap();
+        for k in steps("FROM b\nARG Q=\"x y\" R='$Q'\n") {
+            s3.apply(&k, &BTreeMap::new()).unwrap();
+        }
+        assert_eq!(
+            s3.run_env(&BTreeMap::new()),
+            BTreeMap::from([
+                ("Q".to_owned(), "x y".to_owned()),
+                ("R".to_owned(), "$Q".to_owned())
+            ])
         );
         let declared: std::collections::BTreeSet<String> = s.declared().cloned().collect();
         let extra = BTreeMap::from([("NOPE".to_owned(), None), ("A".to_owned(), None)]);
@@ -633,6 +737,19 @@ mod tests {
                 .apply(&k, &BTreeMap::new())
                 .unwrap_err()
         };
+        assert_eq!(
+            go_health(&s.image["config"]["Healthcheck"]),
+            r#"&{["CMD-SHELL" "wget -q localhost"] "5s" "0s" "0s" '\x03'}"#
+        );
+        for (ns, shown) in [
+            (0, "0s"),
+            (1_500_000, "1.5ms"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (2_250_000_000, "2.25s"),
+        ] {
+            assert_eq!(go_duration(ns), shown);
+        }
         assert!(bad("EXPOSE 80/xyz").contains("invalid protocol"));
         assert!(bad("EXPOSE 0").contains("invalid port"));
         assert!(bad("STOPSIGNAL SIGNOPE").contains("invalid signal"));

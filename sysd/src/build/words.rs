@@ -205,6 +205,57 @@ pub fn words(text: &str, vars: &Vars, escape: char) -> Result<Vec<String>, WordE
     Ok(out)
 }
 
+/// The text split on unquoted whitespace with each word kept as written
+/// (quotes, escapes and `$` left in): `ARG`'s declarations, whose
+/// defaults are expanded only when the step runs.
+pub fn raw_words(text: &str, escape: char) -> Result<Vec<String>, WordError> {
+    let mut out = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            out.extend(word.take());
+            continue;
+        }
+        let w = word.get_or_insert_with(String::new);
+        w.push(c);
+        let close = match c {
+            '\'' => '\'',
+            '"' => '"',
+            c if c == escape => {
+                w.extend(chars.next());
+                continue;
+            }
+            _ => continue,
+        };
+        loop {
+            match chars.next() {
+                Some(n) if n == close => {
+                    w.push(n);
+                    break;
+                }
+                Some(n) if close == '"' && n == escape => {
+                    w.push(n);
+                    w.extend(chars.next());
+                }
+                Some(n) => w.push(n),
+                None => {
+                    return Err(WordError(format!(
+                        "unexpected end of statement while looking for matching {}",
+                        if close == '"' {
+                            "double-quote"
+                        } else {
+                            "single-quote"
+                        }
+                    )))
+                }
+            }
+        }
+    }
+    out.extend(word);
+    Ok(out)
+}
+
 /// `ENV`'s and `LABEL`'s arguments: `K=V K2="V 2"`, or the legacy
 /// `K V with spaces` (only when the first word has no `=`).
 pub fn pairs(text: &str, vars: &Vars, escape: char) -> Result<Vec<(String, String)>, WordError> {
@@ -238,6 +289,15 @@ pub fn pairs(text: &str, vars: &Vars, escape: char) -> Result<Vec<(String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_words_split_outside_quotes_only() {
+        assert_eq!(
+            raw_words(r#"A="x y" B='$z w' C=a\ b D"#, '\\').unwrap(),
+            [r#"A="x y""#, "B='$z w'", r"C=a\ b", "D"]
+        );
+        assert!(raw_words(r#"A="x"#, '\\').is_err());
+    }
 
     fn vars() -> Vars {
         Vars::from([

@@ -57,6 +57,33 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&Root) -> T + Send + 'static,
     {
+        self.in_root_with(reference, event, true, f).await
+    }
+
+    /// Runs `f` with the root of a stopped container's own filesystem:
+    /// its image's layers under its upper dir, without the volumes and
+    /// the `/etc` files a start binds over them. What the builder
+    /// changes there is the step's layer, as Docker's `COPY` into a
+    /// `VOLUME` path is.
+    pub async fn in_layers<T, F>(self: &Arc<Self>, reference: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Root) -> T + Send + 'static,
+    {
+        self.in_root_with(reference, None, false, f).await
+    }
+
+    async fn in_root_with<T, F>(
+        self: &Arc<Self>,
+        reference: &str,
+        event: Option<&'static str>,
+        with_binds: bool,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Root) -> T + Send + 'static,
+    {
         let id = self.resolve(reference)?;
         let lock = self
             .lock()
@@ -72,6 +99,11 @@ impl Engine {
                 .get(&id)
                 .ok_or_else(|| EngineError::NoSuchContainer(reference.to_owned()))?;
             match c.process.as_ref().filter(|r| r.container.is_some()) {
+                Some(_) if !with_binds => {
+                    return Err(EngineError::Conflict(format!(
+                        "container {reference} is running: its layers alone cannot be shown"
+                    )))
+                }
                 Some(r) => View::Running(r.clone()),
                 None => View::Stopped(Stopped {
                     lower: c.layers.clone(),
@@ -84,7 +116,11 @@ impl Engine {
                         .as_ref()
                         .and_then(|r| r.readonly())
                         .unwrap_or(false),
-                    binds: binds(&c.spec),
+                    binds: if with_binds {
+                        binds(&c.spec)
+                    } else {
+                        Vec::new()
+                    },
                 }),
             }
         };

@@ -12,23 +12,52 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub struct Progress {
     tx: Option<mpsc::Sender<Bytes>>,
+    /// Sends nothing, but still tells when the client went away (`docker
+    /// build -q`).
+    muted: bool,
 }
 
 impl Progress {
     pub fn new(tx: mpsc::Sender<Bytes>) -> Progress {
-        Progress { tx: Some(tx) }
+        Progress {
+            tx: Some(tx),
+            muted: false,
+        }
     }
 
     /// Progress nobody reads (the engine's own pulls).
     pub fn none() -> Progress {
-        Progress { tx: None }
+        Progress {
+            tx: None,
+            muted: false,
+        }
+    }
+
+    /// The same client, told nothing.
+    pub fn muted(&self) -> Progress {
+        Progress {
+            tx: self.tx.clone(),
+            muted: true,
+        }
     }
 
     pub fn gone(&self) -> bool {
         self.tx.as_ref().is_some_and(|t| t.is_closed())
     }
 
+    /// Resolves when the client went away (never, for progress nobody
+    /// reads).
+    pub async fn closed(&self) {
+        match &self.tx {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub async fn send(&self, v: Value) {
+        if self.muted {
+            return;
+        }
         if let Some(tx) = &self.tx {
             let mut line = v.to_string();
             line.push('\n');
@@ -38,6 +67,9 @@ impl Progress {
 
     /// The same, from a blocking thread (the layer commit).
     pub fn blocking_send(&self, v: Value) {
+        if self.muted {
+            return;
+        }
         if let Some(tx) = &self.tx {
             let mut line = v.to_string();
             line.push('\n');
