@@ -309,7 +309,22 @@ fn docker_build_over_ssh() {
     let listed = |args: &[&str]| docker.ok(&vm, &[&["images"], &fmt[..], args].concat());
     assert_eq!(listed(&["app"]), "app:1\n");
     assert_eq!(listed(&["-f", "reference=fir*"]), "first:1\n");
-    assert_eq!(listed(&["-f", "label=org.example.team=corral"]), "app:1\n");
+    // The two untagged builds of the same Dockerfile carry the label too.
+    let mut labelled: Vec<String> = listed(&["-f", "label=org.example.team=corral"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    labelled.sort();
+    assert_eq!(labelled, ["<none>:<none>", "<none>:<none>", "app:1"]);
+    assert_eq!(
+        listed(&[
+            "-f",
+            "label=org.example.team=corral",
+            "-f",
+            "dangling=false"
+        ]),
+        "app:1\n"
+    );
 
     copy_rules_triggers_and_cancel(&docker, &vm, &dir);
 
@@ -346,7 +361,16 @@ ONBUILD RUN echo triggered > /trig
 "#;
     let c = ctx.to_str().unwrap();
     let o = docker.piped(
-        &["build", "-t", "edge:1", "-f", "-", c],
+        &[
+            "build",
+            "-t",
+            "edge:1",
+            "--label",
+            "price=$5 each",
+            "-f",
+            "-",
+            c,
+        ],
         dockerfile.as_bytes(),
     );
     let out = text(&o);
@@ -356,6 +380,20 @@ ONBUILD RUN echo triggered > /trig
         vm.fail(format!("build -f -: {out}"))
     );
     assert!(out.contains("Q=[x y]"), "{out}");
+    // --label is a last step, its value taken as given.
+    assert!(out.contains("Step 11/11 : LABEL \"price\"="), "{out}");
+    assert!(out.contains("Successfully tagged edge:1"), "{out}");
+    let price = docker.ok(
+        vm,
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"price\"}}",
+            "edge:1",
+        ],
+    );
+    assert_eq!(price, "$5 each\n");
     let seen = docker.ok(
         vm,
         &[

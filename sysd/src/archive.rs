@@ -154,6 +154,11 @@ pub(crate) fn fd_path(fd: &impl AsFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
+/// The metadata of what a handle opens (a symlink's own, for a symlink).
+pub(crate) fn fd_metadata(handle: &Handle) -> Option<Metadata> {
+    metadata(handle).ok()
+}
+
 fn metadata(handle: &Handle) -> io::Result<Metadata> {
     // statx(fd, "", AT_EMPTY_PATH): works on the O_PATH handle, and for
     // a symlink's handle describes the symlink.

@@ -208,14 +208,32 @@ pub fn resolve_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32
 }
 
 /// A file as the container will see it: from the topmost layer that has
-/// it. Only used for small text files.
+/// it (none if that layer deleted it). Only used for small text files.
+/// Paths are resolved inside each layer: an image whose `/etc` is a
+/// symlink to `/` cannot make the engine read the host's files.
 fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
-    layers
-        .iter()
-        .rev()
-        .map(|l| l.join(rel))
-        .find(|p| p.symlink_metadata().map(|m| m.is_file()).unwrap_or(false))
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    for layer in layers.iter().rev() {
+        let Ok(root) = pathrs::Root::open(layer) else {
+            continue;
+        };
+        let Ok(handle) = root.resolve_nofollow(rel) else {
+            continue;
+        };
+        let md = crate::archive::fd_metadata(&handle)?;
+        if md.file_type().is_char_device() {
+            return None; // a whiteout: deleted here
+        }
+        if !md.is_file() {
+            continue;
+        }
+        let file = handle.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok()?;
+        let mut text = String::new();
+        file.take(1 << 20).read_to_string(&mut text).ok()?;
+        return Some(text);
+    }
+    None
 }
 
 fn bind(source: &str, target: &str, readonly: bool) -> Result<Mount, SpecError> {
@@ -854,5 +872,26 @@ mod tests {
         assert!(e.contains("no user \"ghost\""), "{e}");
         let e = resolve_user("web:ghosts", &layers).unwrap_err().to_string();
         assert!(e.contains("no group \"ghosts\""), "{e}");
+
+        // A layer whose /etc leads to the host's root is read inside the
+        // layer; a layer that deleted /etc/passwd (a whiteout) hides the
+        // lower ones'.
+        let evil = dir.path().join("l2");
+        std::fs::create_dir_all(&evil).unwrap();
+        std::os::unix::fs::symlink("/etc", evil.join("etc")).unwrap();
+        let e = resolve_user("root", &[evil]).unwrap_err().to_string();
+        assert!(e.contains("no user \"root\""), "{e}");
+        let gone = dir.path().join("l3");
+        std::fs::create_dir_all(gone.join("etc")).unwrap();
+        nix::sys::stat::mknod(
+            &gone.join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let layers = [layers[0].clone(), layers[1].clone(), gone];
+        let e = resolve_user("web", &layers).unwrap_err().to_string();
+        assert!(e.contains("no user \"web\""), "{e}");
     }
 }

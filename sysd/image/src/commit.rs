@@ -4,6 +4,7 @@
 //! and an image from a config whose layers are all in the store
 //! ([`Store::add_image`]), with the image it was built on as its parent.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -23,19 +24,26 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// the same bytes, so a rebuild gives the same layer). `exclude` are
 /// paths relative to the root left out (what the runtime puts there for
 /// the container, not the image: `etc/hosts`, `dev`...).
+/// Files linked more than once are one file and hard links to its first
+/// name, and a file's capabilities (`security.capability`, what `setcap`
+/// sets) go with it as a PAX record, as Docker's layers carry them.
 pub fn diff_tar(upper: &Path, out: impl Write, exclude: &[&str]) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
-    walk(&mut tar, upper, Path::new(""), exclude)?;
+    let mut links = HashMap::new();
+    walk(&mut tar, upper, Path::new(""), exclude, &mut links)?;
     tar.finish()
 }
+
+const CAPABILITY_XATTR: &str = "security.capability";
 
 fn walk<W: Write>(
     tar: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
     exclude: &[&str],
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(root.join(rel))?
         .map(|e| e.map(|e| e.file_name()))
@@ -77,13 +85,27 @@ fn walk<W: Write>(
                 o.set_mtime(0);
                 tar.append_data(&mut o, rel.join(".wh..wh..opq"), io::empty())?;
             }
-            walk(tar, root, &rel, exclude)?;
+            walk(tar, root, &rel, exclude, links)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&path)?;
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
             tar.append_link(&mut h, &rel, target)?;
         } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = links.get(&key) {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    tar.append_link(&mut h, &rel, first)?;
+                    continue;
+                }
+                links.insert(key, rel.clone());
+            }
+            if let Some(cap) = xattr::get(&path, CAPABILITY_XATTR).ok().flatten() {
+                let key = format!("SCHILY.xattr.{CAPABILITY_XATTR}");
+                tar.append_pax_extensions([(key.as_str(), &cap[..])])?;
+            }
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());
             tar.append_data(&mut h, &rel, fs::File::open(&path)?)?;
@@ -278,6 +300,44 @@ mod tests {
                 "opaque/.wh..wh..opq"
             ]
         );
+        // A hard link stays one (not a copy), a file's capabilities go
+        // with it, and both come back when the layer is unpacked.
+        fs::write(upper.join("etc/tool"), "#!/bin/sh\n").unwrap();
+        fs::hard_link(upper.join("etc/tool"), upper.join("etc/tool-link")).unwrap();
+        // What `setcap cap_net_bind_service+ep` writes (VFS_CAP_REVISION_2).
+        let cap: [u8; 20] = [0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        xattr::set(upper.join("etc/tool"), CAPABILITY_XATTR, &cap).unwrap();
+        let linked = dir.path().join("linked.tar");
+        diff_tar(&upper, fs::File::create(&linked).unwrap(), &["etc/hosts"]).unwrap();
+        let mut ar = tar::Archive::new(fs::File::open(&linked).unwrap());
+        let mut saw = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let caps = e
+                .pax_extensions()
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .any(|x| x.unwrap().key() == Ok("SCHILY.xattr.security.capability"));
+            saw.push((name, e.header().entry_type(), caps));
+        }
+        assert!(saw.contains(&("etc/tool".into(), tar::EntryType::Regular, true)));
+        assert!(saw.contains(&("etc/tool-link".into(), tar::EntryType::Link, false)));
+        let diff2 = store.import_layer(&linked).unwrap();
+        let l2 = store.layer_path(&diff2).unwrap();
+        let (a, b) = (
+            fs::metadata(l2.join("etc/tool")).unwrap(),
+            fs::metadata(l2.join("etc/tool-link")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(
+            xattr::get(l2.join("etc/tool"), CAPABILITY_XATTR).unwrap(),
+            Some(cap.to_vec())
+        );
+        fs::remove_file(upper.join("etc/tool")).unwrap();
+        fs::remove_file(upper.join("etc/tool-link")).unwrap();
+
         // The same changes, the same bytes.
         let again = dir.path().join("again.tar");
         diff_tar(&upper, fs::File::create(&again).unwrap(), &["etc/hosts"]).unwrap();

@@ -229,6 +229,8 @@ async fn list(engine: &Arc<Engine>, q: &super::Query) -> ApiResult {
         }
         list.push(summary);
     }
+    // Newest first, as Docker lists them.
+    list.sort_by_key(|s| std::cmp::Reverse(s.created));
     Ok(json_response(200, &list))
 }
 

@@ -86,7 +86,10 @@ pub async fn build(
         None => file.stages.len() - 1,
     };
     let stages = &file.stages[..=last];
-    let total = file.global_args.len() + stages.iter().map(|s| s.steps.len() + 1).sum::<usize>();
+    // `--label` is one more step, a LABEL at the end, as Docker adds it.
+    let total = file.global_args.len()
+        + stages.iter().map(|s| s.steps.len() + 1).sum::<usize>()
+        + usize::from(!opts.labels.is_empty());
     let mut b = Build {
         engine,
         context,
@@ -138,13 +141,15 @@ pub async fn build(
     for t in &opts.tags {
         let store = engine.images().clone();
         let (i, t2) = (id.clone(), t.clone());
-        let name = tokio::task::spawn_blocking(move || store.tag(&i, &t2))
+        tokio::task::spawn_blocking(move || store.tag(&i, &t2))
             .await
             .map_err(|e| BuildError::new(e.to_string()))?
             .map_err(|e| BuildError::new(format!("tagging {t}: {e}")))?;
+        // As Docker shows it: `app` is app:latest.
+        let name = corral_image::reference::normalize(t).unwrap_or_else(|_| t.clone());
         let attrs = BTreeMap::from([("name".to_owned(), name.clone())]);
         engine.events().emit("image", "tag", &id, attrs);
-        out.send(json!({"stream": format!("Successfully tagged {t}\n")}))
+        out.send(json!({"stream": format!("Successfully tagged {name}\n")}))
             .await;
     }
     Ok(id)
@@ -434,6 +439,7 @@ impl Build<'_> {
             .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
             .collect::<Vec<_>>()
             .join(" ");
+        self.announce(0, &format!("LABEL {text}")).await;
         let store = self.engine.images();
         let img = store.get(id).map_err(|e| BuildError::new(e.to_string()))?;
         let config = store
@@ -462,9 +468,13 @@ impl Build<'_> {
     }
 }
 
-/// A word for `LABEL`, quoted so spaces and `=` stay in it.
+/// A word for `LABEL`, quoted so spaces, `=` and `$` stay in it as given.
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$");
+    format!("\"{escaped}\"")
 }
 
 #[cfg(test)]
@@ -474,5 +484,9 @@ mod tests {
     #[test]
     fn labels_are_quoted_words() {
         assert_eq!(quote(r#"a "b" c"#), r#""a \"b\" c""#);
+        // Read back by the lexer, the value is as given.
+        let vars = words::Vars::from([("HOME".to_owned(), "/root".to_owned())]);
+        let v = r#"costs $5 in "$HOME" \ here"#;
+        assert_eq!(words::expand(&quote(v), &vars, '\\').unwrap(), v);
     }
 }
