@@ -348,6 +348,15 @@ fn copy_rules_triggers_and_cancel(docker: &Docker, vm: &Vm, dir: &Path) {
     std::fs::write(ctx.join("src/sub/b"), "b\n").unwrap();
     std::fs::write(ctx.join("real.txt"), "real\n").unwrap();
     symlink("real.txt", ctx.join("link.txt")).unwrap();
+    // ADD unpacks xz and bzip2 tarballs too (`ADD rootfs.tar.xz /`).
+    for (flag, name) in [("-cJf", "pack.tar.xz"), ("-cjf", "pack.tar.bz2")] {
+        let st = Command::new("tar")
+            .args([flag, name, "-C", "src", "a"])
+            .current_dir(&ctx)
+            .status()
+            .expect("tar runs");
+        assert!(st.success(), "tar {flag}");
+    }
     let dockerfile = r#"FROM corral-test:1
 ARG Q="x y"
 RUN mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2 && echo "Q=[$Q]"
@@ -358,6 +367,8 @@ COPY link.txt /d/
 VOLUME /vol
 COPY src/a /vol/a
 ONBUILD RUN echo triggered > /trig
+ADD pack.tar.xz /xz/
+ADD pack.tar.bz2 /bz/
 "#;
     let c = ctx.to_str().unwrap();
     let o = docker.piped(
@@ -381,7 +392,7 @@ ONBUILD RUN echo triggered > /trig
     );
     assert!(out.contains("Q=[x y]"), "{out}");
     // --label is a last step, its value taken as given.
-    assert!(out.contains("Step 11/11 : LABEL \"price\"="), "{out}");
+    assert!(out.contains("Step 13/13 : LABEL \"price\"="), "{out}");
     assert!(out.contains("Successfully tagged edge:1"), "{out}");
     let price = docker.ok(
         vm,
@@ -399,7 +410,8 @@ ONBUILD RUN echo triggered > /trig
         &[
             "run", "--rm", "edge:1", "sh", "-c",
             "stat -c '%a %u:%g %n' /app /srv /srv/deep /srv/deep/a /vol/a; ls -A /app; \
-             test -L /lib2 && cat /usr/lib2/a /usr/lib2/sub/b; cat /d/link.txt; test -L /d/link.txt || echo regular",
+             test -L /lib2 && cat /usr/lib2/a /usr/lib2/sub/b; cat /d/link.txt; test -L /d/link.txt || echo regular; \
+             cat /xz/a /bz/a",
         ],
     );
     assert_eq!(
@@ -409,7 +421,7 @@ ONBUILD RUN echo triggered > /trig
         // CLI added to the context is gone; the symlinked /lib2 was
         // followed; a symlinked source is copied as its target.
         "755 0:0 /app\n755 1234:1234 /srv\n755 1234:1234 /srv/deep\n644 1234:1234 /srv/deep/a\n\
-         644 0:0 /vol/a\nlink.txt\nreal.txt\nsrc\na\nb\nreal\nregular\n"
+         644 0:0 /vol/a\nlink.txt\npack.tar.bz2\npack.tar.xz\nreal.txt\nsrc\na\nb\nreal\nregular\na\na\n"
     );
 
     // The next build FROM it runs the trigger first, and passes none on.

@@ -594,7 +594,31 @@ fn pull_push_and_login_against_real_registries() {
         &o,
         "Mounted from team/app",
     );
+    // `docker build` pulls a private FROM with the client's logins (the
+    // CLI sends them all as X-Registry-Config), and cannot after logout.
+    let ctx = dir.join("private-build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {team}\nRUN cat /data/marker\n"),
+    )
+    .unwrap();
+    let c = ctx.to_str().unwrap();
+    let built = docker.ok(&vm, &["build", "--pull", c]);
+    assert_has(
+        &vm,
+        "a build FROM a private image",
+        &built,
+        "from the registry",
+    );
     docker.ok(&vm, &["logout", &secure_at]);
+    let o = docker.run(&["build", "--pull", c]);
+    let t = text(&o);
+    assert!(
+        !o.status.success() && (t.contains("unauthorized") || t.contains("refused")),
+        "{}",
+        vm.fail(format!("a build after logout:\n{t}"))
+    );
     let o = docker.run(&["pull", &team]);
     assert!(!o.status.success());
     assert_has(

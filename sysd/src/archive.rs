@@ -154,6 +154,22 @@ pub(crate) fn fd_path(fd: &impl AsFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
+/// A stream decompressed by its magic bytes: gzip, bzip2 or xz (what
+/// Docker's `DecompressStream` takes for build contexts and `ADD`), or
+/// as it is.
+pub fn decompressed<'a, R: io::BufRead + 'a>(mut r: R) -> io::Result<Box<dyn Read + 'a>> {
+    let head = r.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if head.starts_with(b"BZh") {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(r))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r))
+    } else {
+        Box::new(r)
+    })
+}
+
 /// The metadata of what a handle opens (a symlink's own, for a symlink).
 pub(crate) fn fd_metadata(handle: &Handle) -> Option<Metadata> {
     metadata(handle).ok()

@@ -9,7 +9,7 @@
 //! CLI exits with.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -76,36 +76,30 @@ fn options(req: &Request<Incoming>, q: &Query) -> Result<(Options, bool), ApiErr
         network: q.get("networkmode").cloned().unwrap_or_default(),
         build_args: json_map(q, "buildargs")?,
         labels,
+        logins: crate::registry::auth::from_config_header(
+            req.headers()
+                .get("X-Registry-Config")
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))?,
     };
     Ok((opts, flag(q, "q")))
 }
 
-/// Unpacks the spooled context (plain or gzip tar) into `dir`.
+/// Unpacks the spooled context (a tar, plain or compressed with gzip,
+/// bzip2 or xz) into `dir`.
 fn unpack(mut file: std::fs::File, dir: &std::path::Path) -> Result<(), String> {
     // The spool's offset is at its end after writing.
     file.rewind().map_err(|e| e.to_string())?;
-    let mut magic = Vec::with_capacity(6);
-    (&mut file)
-        .take(6)
-        .read_to_end(&mut magic)
-        .map_err(|e| e.to_string())?;
-    let n = magic.len();
-    file.rewind().map_err(|e| e.to_string())?;
-    let reader: Box<dyn Read> = match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(Finished::new(flate2::read::GzDecoder::new(
-            std::io::BufReader::new(file),
-        ))),
-        [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0] => {
-            return Err("the build context is bzip2 or xz compressed: send it plain or gzip".into())
-        }
-        _ => Box::new(Finished::new(std::io::BufReader::new(file))),
-    };
+    let reader = crate::archive::decompressed(std::io::BufReader::new(file))
+        .map_err(|e| format!("the build context: {e}"))?;
     let root = pathrs::Root::open(dir).map_err(|e| e.to_string())?;
     let opts = crate::archive::ExtractOptions {
         copy_uid_gid: false,
         no_overwrite_dir_non_dir: false,
     };
-    crate::archive::extract(&root, "/", reader, opts).map_err(|e| format!("the build context: {e}"))
+    crate::archive::extract(&root, "/", Finished::new(reader), opts)
+        .map_err(|e| format!("the build context: {e}"))
 }
 
 /// `POST /build`.

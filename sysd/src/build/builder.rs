@@ -35,6 +35,9 @@ pub struct Options {
     pub network: String,
     pub build_args: BTreeMap<String, Option<String>>,
     pub labels: BTreeMap<String, String>,
+    /// The client's logins (`X-Registry-Config`) by registry host, for
+    /// the images `FROM` and `COPY --from` pull.
+    pub logins: std::collections::HashMap<String, registry::Credentials>,
 }
 
 fn short(id: &str) -> &str {
@@ -182,7 +185,10 @@ impl Build<'_> {
                 return Ok(img.id);
             }
         }
-        let plan = registry::pull::resolve(&self.engine.config().registries, reference, None)
+        let login = registry::reference(reference)
+            .ok()
+            .and_then(|r| self.opts.logins.get(r.registry()).cloned());
+        let plan = registry::pull::resolve(&self.engine.config().registries, reference, login)
             .await
             .map_err(|e| BuildError::new(e.to_string()))?;
         let loaded = registry::pull::fetch(plan, store, self.engine.blob_locks().clone(), self.out)

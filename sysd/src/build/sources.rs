@@ -354,28 +354,22 @@ fn is_archive(src: &Source) -> io::Result<bool> {
     let Some(entry) = entries.next() else {
         return Ok(false);
     };
-    let mut head = Vec::new();
-    entry?.take(64 * 1024).read_to_end(&mut head)?;
-    Ok(sniff(&head))
+    sniff(io::BufReader::new(entry?))
 }
 
-/// A tar archive, plain or gzip (the formats Docker's `ADD` unpacks that
-/// this builder supports).
-fn sniff(head: &[u8]) -> bool {
-    let plain = |h: &[u8]| h.len() > 262 && &h[257..262] == b"ustar";
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let mut d = flate2::read::GzDecoder::new(head);
-        let mut out = vec![0u8; 512];
-        let mut n = 0;
-        while n < out.len() {
-            match d.read(&mut out[n..]) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
-            }
-        }
-        return plain(&out[..n]);
+/// A tar archive, plain or compressed with gzip, bzip2 or xz (the ones
+/// Docker's `ADD` unpacks): its first header says `ustar` once
+/// decompressed.
+fn sniff(r: impl io::BufRead) -> io::Result<bool> {
+    let Ok(d) = archive::decompressed(r) else {
+        return Ok(false);
+    };
+    let mut head = Vec::with_capacity(512);
+    // A stream that is not what its magic said is not an archive.
+    if d.take(512).read_to_end(&mut head).is_err() {
+        return Ok(false);
     }
-    plain(head)
+    Ok(head.len() > 262 && &head[257..262] == b"ustar")
 }
 
 /// Unpacks an `ADD`ed archive (one [`sniff`] recognised) into `dest`.
@@ -388,17 +382,7 @@ fn add_archive<W: Write, R: Read>(
     let mut spool = tempfile::tempfile_in(tmp).map_err(|e| e.to_string())?;
     io::copy(entry, &mut spool).map_err(|e| e.to_string())?;
     spool.rewind().map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    (&mut spool)
-        .take(64 * 1024)
-        .read_to_end(&mut head)
-        .map_err(|e| e.to_string())?;
-    spool.rewind().map_err(|e| e.to_string())?;
-    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(io::BufReader::new(spool)))
-    } else {
-        Box::new(io::BufReader::new(spool))
-    };
+    let reader = archive::decompressed(io::BufReader::new(spool)).map_err(|e| e.to_string())?;
     let mut ar = tar::Archive::new(reader);
     for e in ar.entries().map_err(|e| format!("ADD: {e}"))? {
         let mut e = e.map_err(|e| format!("ADD: {e}"))?;
@@ -608,10 +592,30 @@ mod tests {
         h.set_mode(0o644);
         b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
         let plain = b.into_inner().unwrap();
-        assert!(sniff(&plain));
+        let is = |bytes: &[u8]| sniff(bytes).unwrap();
+        assert!(is(&plain));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&plain).unwrap();
-        assert!(sniff(&gz.finish().unwrap()));
-        assert!(!sniff(b"#!/bin/sh\necho not an archive\n"));
+        assert!(is(&gz.finish().unwrap()));
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&plain).unwrap();
+        let bz = bz.finish().unwrap();
+        assert!(is(&bz));
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&plain).unwrap();
+        let xz = xz.finish().unwrap();
+        assert!(is(&xz));
+        // What each unpacks to is the archive.
+        for packed in [&bz, &xz] {
+            let mut out = Vec::new();
+            archive::decompressed(&packed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain);
+        }
+        assert!(!is(b"#!/bin/sh\necho not an archive\n"));
+        // A gzip magic on what is not gzip is a file, not an error.
+        assert!(!is(&[0x1f, 0x8b, 0, 1, 2, 3]));
     }
 }

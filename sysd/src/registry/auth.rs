@@ -105,6 +105,46 @@ pub fn from_header(value: Option<&str>) -> Result<Option<Credentials>, Error> {
     config.credentials()
 }
 
+/// Decodes an `X-Registry-Config` header (`docker build`'s): every
+/// stored login, base64url JSON keyed by server address, for the pulls of
+/// `FROM` and `COPY --from`. Keys become registry hosts
+/// (`https://index.docker.io/v1/` is Docker Hub).
+pub fn from_config_header(
+    value: Option<&str>,
+) -> Result<std::collections::HashMap<String, Credentials>, Error> {
+    let mut out = std::collections::HashMap::new();
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(out);
+    };
+    let v = v.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v))
+        .map_err(|e| Error::Unauthorized(format!("X-Registry-Config is not base64: {e}")))?;
+    let configs: std::collections::HashMap<String, AuthConfig> = serde_json::from_slice(&bytes)
+        .map_err(|e| {
+            Error::Unauthorized(format!("X-Registry-Config is not a set of logins: {e}"))
+        })?;
+    for (server, config) in configs {
+        let host = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let host = match host {
+            "index.docker.io" | "registry-1.docker.io" => super::DOCKER_HUB,
+            h => h,
+        };
+        // A login this engine cannot use (an identity token) is left for
+        // the registry to refuse, not the whole build.
+        if let Ok(Some(c)) = config.credentials() {
+            out.insert(host.to_owned(), c);
+        }
+    }
+    Ok(out)
+}
+
 /// `docker login`: checks the credentials against `registry`. Ok means
 /// the registry accepted them (or needs none).
 pub async fn login(settings: &Settings, registry: &str, creds: &Credentials) -> Result<(), Error> {
@@ -205,5 +245,27 @@ mod tests {
         );
         assert!(from_header(Some("!!")).is_err());
         assert!(from_header(Some(&b64("[1]"))).is_err());
+    }
+
+    #[test]
+    fn build_logins_are_keyed_by_registry_host() {
+        assert!(from_config_header(Some("e30=")).unwrap().is_empty());
+        let stored = base64::engine::general_purpose::STANDARD.encode("me:secret");
+        let header = b64(&format!(
+            r#"{{"https://index.docker.io/v1/":{{"auth":"{stored}"}},"10.0.2.2:5000":{{"username":"u","password":"p"}},"sso.example":{{"identitytoken":"x"}}}}"#
+        ));
+        let logins = from_config_header(Some(&header)).unwrap();
+        assert_eq!(logins.len(), 2);
+        assert_eq!(
+            logins["docker.io"],
+            Credentials::Basic {
+                username: "me".into(),
+                password: "secret".into()
+            }
+        );
+        assert!(
+            matches!(&logins["10.0.2.2:5000"], Credentials::Basic { username, .. } if username == "u")
+        );
+        assert!(from_config_header(Some(&b64("[]"))).is_err());
     }
 }
