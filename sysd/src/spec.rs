@@ -215,9 +215,18 @@ fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::FileTypeExt;
     for layer in layers.iter().rev() {
-        let Ok(root) = pathrs::Root::open(layer) else {
+        // Opened as a plain directory fd, so `/proc/PID/root` (exec's
+        // running container) works too: pathrs refuses magic links.
+        let Ok(fd) = nix::fcntl::open(
+            layer.as_path(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
             continue;
         };
+        let root = pathrs::Root::from_fd(fd);
         let Ok(handle) = root.resolve_nofollow(rel) else {
             continue;
         };
