@@ -27,7 +27,18 @@ const EXIT: Duration = Duration::from_secs(120);
 /// network, kept running: `exec` is cheaper than a new container under
 /// TCG), or None when the name is unknown there.
 fn lookup(docker: &Docker, vm: &Vm, probe: &str, name: &str) -> Option<String> {
-    let o = docker.run(&["exec", probe, "nslookup", name]);
+    let mut o = docker.run(&["exec", probe, "nslookup", name]);
+    // aardvark-dns reloads its networks on each netavark change (a
+    // connect, a disconnect) and is briefly not listening; resolvers
+    // retry, busybox's nslookup asks once. Asked again, as a resolver
+    // would, before judging the answer.
+    for _ in 0..3 {
+        if !text(&o).contains("no servers could be reached") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        o = docker.run(&["exec", probe, "nslookup", name]);
+    }
     parse_lookup(&text(&o), name).or_else(|| {
         // Not an answer: the name is unknown, or something is broken.
         let out = text(&o);
