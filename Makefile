@@ -2,6 +2,8 @@
 #
 #   make run     install build deps, build everything, boot in QEMU
 #   make test    the same set-up, then lint, unit and QEMU boot tests
+#   make iso     out/corral.iso: the live system for BIOS and UEFI, CD or USB
+#   make disk    out/corral.img and out/corral.qcow2: the installed layout
 #   make bench   benchmarks (boot time against a trivial init; containers
 #                against crun, runc and dockerd; config set/get against the bare
 #                operations; docker pull against skopeo copy)
@@ -21,7 +23,7 @@ GUEST_BIN := target/$(GUEST_TARGET)/release
 HOST_BIN := target/debug
 STAGE := tools/stage
 
-.PHONY: all deps build guest host kernel initramfs images run test lint unit boot-test \
+.PHONY: all deps build guest host kernel initramfs images iso disk run test lint unit boot-test \
         bench bench-boot bench-containers bench-config bench-images bench-build clean
 
 all: kernel initramfs
@@ -48,9 +50,10 @@ $(GUEST_FILES): guest ; @:
 # Host tools: the initramfs writer and the VM harness (qemu/run, benchmarks).
 MKIMAGE := $(HOST_BIN)/corral-mkimage
 MKCPIO := $(HOST_BIN)/corral-initramfs
+MKDISK := $(HOST_BIN)/corral-mkdisk
 host: deps
 	@$(STAGE) "build host tools" $(CARGO) build --locked -p corral-tools -p corral-qemu --bins
-$(MKIMAGE) $(MKCPIO): host ; @:
+$(MKIMAGE) $(MKCPIO) $(MKDISK): host ; @:
 
 build: guest host
 
@@ -91,6 +94,27 @@ $(OUT)/floor-initramfs.img: $(OUT)/guest/floor-init $(MKCPIO)
 	@zstd -q -19 -f --rm $(OUT)/floor-initramfs.cpio -o $(OUT)/floor-initramfs.img
 initramfs: $(OUT)/initramfs.img $(OUT)/floor-initramfs.img
 
+# Bare metal (metal/): GRUB's loaders, the hybrid ISO and the disk image.
+# None needs root, loop devices or mounts. The kernel target refreshes
+# out/bzImage only when it changed, so these rebuild only on a change.
+METAL_LOADERS := $(addprefix $(OUT)/metal/,boot.img core.img BOOTX64.EFI grub.cfg)
+$(OUT)/bzImage: kernel ; @:
+$(METAL_LOADERS) &: metal/grub.sh metal/grub-disk.cfg | deps
+	@$(STAGE) "GRUB loaders" metal/grub.sh $(OUT)
+$(OUT)/corral.iso: metal/mkiso.sh metal/grub-iso.cfg rootfs/etc/os-release $(OUT)/bzImage $(OUT)/initramfs.img
+	@$(STAGE) "ISO" metal/mkiso.sh $(OUT)
+$(OUT)/corral.img: $(METAL_LOADERS) $(OUT)/bzImage $(OUT)/initramfs.img rootfs/etc/os-release $(MKDISK)
+	@$(STAGE) "disk image" $(MKDISK) --loaders $(OUT)/metal --kernel $(OUT)/bzImage \
+		--initrd $(OUT)/initramfs.img --release rootfs/etc/os-release --output $@
+# The qcow2 is the raw image on an 8 GiB virtual disk (sparse): the first
+# boot makes the state partition fill it.
+$(OUT)/corral.qcow2: $(OUT)/corral.img
+	@qemu-img convert -f raw -O qcow2 $< $@.tmp
+	@qemu-img resize -q $@.tmp 8G
+	@mv $@.tmp $@
+iso: $(OUT)/corral.iso
+disk: $(OUT)/corral.img $(OUT)/corral.qcow2
+
 run: kernel initramfs
 	qemu/run $(RUN_ARGS)
 
@@ -103,9 +127,10 @@ unit: deps
 	@$(STAGE) "unit tests" $(CARGO) test --locked --workspace --exclude corral-qemu
 	@$(STAGE) "harness unit tests" $(CARGO) test --locked -p corral-qemu --lib --bins
 
-boot-test: kernel initramfs
+boot-test: kernel initramfs iso disk
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
-	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build" "docker registry services engine"
+	@$(STAGE) "ISO and disk image build test" metal/test-reproducible.sh $(OUT) $(MKDISK)
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build" "docker registry services engine metal"
 
 test: lint unit boot-test
 

@@ -35,10 +35,17 @@ key=$( {
 } | sha256sum | cut -c1-16)
 
 cache="$cache_root/kernel/$key"
+# out/bzImage is replaced only when it differs, so what is built from it
+# (the ISO, the disk image) is not rebuilt by a no-op `make`.
+install_outputs() {
+    cmp -s "$cache/bzImage" "$out/bzImage" ||
+        { cp "$cache/bzImage" "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"; }
+    cmp -s "$cache/kernel.config" "$out/kernel.config" ||
+        cp "$cache/kernel.config" "$out/kernel.config"
+}
 if [ -f "$cache/bzImage" ] && [ -f "$cache/kernel.config" ]; then
     log "cached build $key ($cache)"
-    cp "$cache/bzImage" "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"
-    cp "$cache/kernel.config" "$out/kernel.config"
+    install_outputs
     exit 0
 fi
 
@@ -74,6 +81,5 @@ cp arch/x86/boot/bzImage "$cache.tmp/bzImage"
 cp .config "$cache.tmp/kernel.config"
 rm -rf "$cache"
 mv "$cache.tmp" "$cache"
-cp "$cache/bzImage" "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"
-cp "$cache/kernel.config" "$out/kernel.config"
+install_outputs
 log "bzImage: $(stat -c %s "$out/bzImage") bytes, cached as $key"

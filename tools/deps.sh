@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages Corral's build, run and tests need, if any is
 # missing (dosfstools, mtools: the boot tests' NoCloud config drive; crun, runc:
-# the peers of `make bench-containers`; docker-compose and python3-paramiko, which its docker-py needs for ssh:// even when it runs ssh itself: the compose boot test; bzip2: the build test's ADD of a .tar.bz2). As root it runs apt-get; otherwise it prints the command.
+# the peers of `make bench-containers`; docker-compose and python3-paramiko, which its docker-py needs for ssh:// even when it runs ssh itself: the compose boot test; bzip2: the build test's ADD of a .tar.bz2; grub-*, xorriso, ovmf: `make iso` and `make disk`, and booting them under UEFI). As root it runs apt-get; otherwise it prints the command.
 set -eu
 
 packages="
@@ -13,6 +13,7 @@ packages="
     crun runc
     docker-compose python3-paramiko
     bzip2
+    grub-common grub-pc-bin grub-efi-amd64-bin xorriso ovmf
 "
 
 missing=""

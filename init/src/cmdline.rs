@@ -1,8 +1,8 @@
 //! The kernel command line: `corral.<key>=<value>` parameters.
 //!
 //! The kernel hands dotted parameters to nobody, so init reads them from
-//! `/proc/cmdline`. Two are init's own flags (`corral.debug`,
-//! `corral.rescue`); every other `corral.<dotted.key>=<value>` is a
+//! `/proc/cmdline`. Some are init's own (`corral.debug`, `corral.rescue`,
+//! and the boot menu's `corral.slot`, `corral.trial`, `corral.live`); every other `corral.<dotted.key>=<value>` is a
 //! setting of the system config, laid over all the other layers
 //! (`corral_config::layers::cmdline_layer` checks them). Parsing never
 //! fails: a line the user typed at a boot prompt must not stop the machine
@@ -16,6 +16,14 @@ pub struct Cmdline {
     pub debug: bool,
     /// `corral.rescue`: start a rescue shell before the service manager.
     pub rescue: bool,
+    /// `corral.slot=a|b`: the boot menu booted this slot of an installed
+    /// disk (its partition `CORRAL_A` or `CORRAL_B`).
+    pub slot: Option<char>,
+    /// `corral.trial`: this boot is the one trial of a freshly upgraded
+    /// slot; it becomes the default only once healthy.
+    pub trial: bool,
+    /// `corral.live`: booted from the ISO, root in RAM.
+    pub live: bool,
     /// `corral.<key>[=<value>]` settings of the config, in order (a later
     /// one for the same key wins).
     pub config: Vec<(String, Option<String>)>,
@@ -39,6 +47,15 @@ impl Cmdline {
             match key {
                 "debug" => set_flag(&mut out.debug, key, value, &mut out.warnings),
                 "rescue" => set_flag(&mut out.rescue, key, value, &mut out.warnings),
+                "trial" => set_flag(&mut out.trial, key, value, &mut out.warnings),
+                "live" => set_flag(&mut out.live, key, value, &mut out.warnings),
+                "slot" => match value {
+                    Some("a" | "A") => out.slot = Some('a'),
+                    Some("b" | "B") => out.slot = Some('b'),
+                    _ => out
+                        .warnings
+                        .push(format!("{param:?}: the slot is a or b; ignored")),
+                },
                 "" => out.warnings.push(format!(
                     "malformed parameter {param:?}: no key after \"corral.\"; ignored"
                 )),
@@ -109,6 +126,18 @@ fn unquote(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_menu_parameters() {
+        let c = Cmdline::parse("console=ttyS0 corral.slot=b corral.trial quiet");
+        assert_eq!((c.slot, c.trial, c.live), (Some('b'), true, false));
+        assert!(c.config.is_empty() && c.warnings.is_empty(), "{c:?}");
+        let c = Cmdline::parse("corral.live corral.slot=c");
+        assert!(c.live);
+        assert_eq!(c.slot, None);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("corral.slot=c"), "{:?}", c.warnings);
+    }
 
     #[test]
     fn splits_like_the_kernel() {

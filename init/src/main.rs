@@ -1,5 +1,6 @@
 //! The `init` binary: PID 1, or `poweroff`/`reboot`/`halt` when called by
-//! those names.
+//! those names, or init's own helper `corral-state-part` (run by PID 1 in a
+//! child process).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,6 +16,9 @@ fn main() -> ExitCode {
         .unwrap_or("init");
     if let Some(kind) = Shutdown::from_command(name) {
         return corral_init::ctl::main(kind, args);
+    }
+    if name == corral_init::statepart::APPLET {
+        return corral_init::statepart::main(&args);
     }
     if std::process::id() != 1 {
         eprintln!(

@@ -69,6 +69,8 @@ pub fn run() -> ! {
     }
     info!("starting Corral init {}", env!("CARGO_PKG_VERSION"));
     let (config, rescue) = boot();
+    // After the mask is set: the watcher threads inherit it.
+    crate::powerbutton::watch();
     let booted = Instant::now();
     let mut pid1 = Pid1 {
         supervisor: Supervisor::new(Backoff::from_config(&config), rescue, booted),
@@ -135,6 +137,16 @@ fn boot() -> (InitConfig, bool) {
         params: cmdline.config.clone(),
     };
     let (_, early, _) = layers.merged(true);
+    if let Some(slot) = cmdline.slot {
+        info!(
+            "booted from slot {}{}",
+            slot.to_ascii_uppercase(),
+            if cmdline.trial { " on trial" } else { "" }
+        );
+        crate::statepart::prepare(slot);
+    } else if cmdline.live {
+        info!("live system: booted from the ISO, root in RAM");
+    }
     let outcome = crate::state::setup(&early.config.state);
     let (state, state_status) = bootconfig::state_layer(&layers);
     if state.is_some() && !matches!(outcome, crate::state::Outcome::Mounted { .. }) {

@@ -189,10 +189,22 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
     }
     let devices = block_devices(false);
     let mut blank = None;
+    let mut named = None;
+    let sys_block = Path::new("/sys/class/block");
     for (name, whole) in &devices {
         let path = PathBuf::from(format!("/dev/{name}"));
         match read_content(&path) {
             Ok(Content::Ext { label }) if label == config.label => return Ok((path, false)),
+            // The state partition of an installed disk, made at this boot
+            // (crate::statepart) or left blank by an interrupted install.
+            Ok(Content::Blank)
+                if !*whole
+                    && named.is_none()
+                    && crate::statepart::partname(sys_block, name).as_deref()
+                        == Some(config.label.as_str()) =>
+            {
+                named = Some(path)
+            }
             Ok(Content::Blank) if *whole && blank.is_none() && !has_partitions(name) => {
                 blank = Some(path)
             }
@@ -200,7 +212,7 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
             Err(e) => warn!("state disk search: {}: {e}", path.display()),
         }
     }
-    match blank {
+    match named.or(blank) {
         Some(path) if config.autoformat => Ok((path, true)),
         Some(path) => Err(format!(
             "no filesystem labelled {}; {} is blank but state.autoformat is off",

@@ -94,6 +94,8 @@ fn probe_kvm(kernel: &Path, floor: &Path) -> bool {
         machine: Machine::Microvm,
         accel: Accel::Kvm,
         console: Console::Piped,
+        boot: crate::machine::Boot::Kernel,
+        reboot: false,
     };
     let mut args = config.qemu_args(Accel::Kvm, 0, floor);
     // No forwarding needed; port 0 is not valid for hostfwd.

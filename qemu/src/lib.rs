@@ -12,7 +12,7 @@ pub mod vm;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-pub use machine::{Accel, Console, Drive, Machine, VmConfig};
+pub use machine::{Accel, Boot, Console, Drive, Firmware, Machine, Medium, VmConfig};
 pub use overlay::Overlay;
 pub use vm::{CmdOutput, Vm, VmError};
 
@@ -47,6 +47,8 @@ impl VmConfig {
             machine: Machine::Microvm,
             accel: Accel::Auto,
             console: Console::Piped,
+            boot: Boot::Kernel,
+            reboot: false,
         })
     }
 }

@@ -43,13 +43,15 @@ pub enum Machine {
     Microvm,
     /// A standard PC (i440FX): PCI devices, as on most hypervisors.
     Pc,
+    /// A modern PC (Q35: PCIe, AHCI): what firmware boots use.
+    Q35,
 }
 
 impl Machine {
     fn virtio(self, device: &str) -> String {
         match self {
             Self::Microvm => format!("virtio-{device}-device"),
-            Self::Pc => format!("virtio-{device}-pci"),
+            Self::Pc | Self::Q35 => format!("virtio-{device}-pci"),
         }
     }
 }
@@ -60,9 +62,59 @@ impl FromStr for Machine {
         match s {
             "microvm" => Ok(Self::Microvm),
             "pc" => Ok(Self::Pc),
-            _ => Err(format!("unknown machine {s:?} (microvm or pc)")),
+            "q35" => Ok(Self::Q35),
+            _ => Err(format!("unknown machine {s:?} (microvm, pc or q35)")),
         }
     }
+}
+
+/// Debian's OVMF (package `ovmf`): the UEFI firmware's code, shared and
+/// read-only, and the template of its variable store, copied per VM.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The firmware of a firmware boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF, with this VM's own copy of the variable store (made from
+    /// [`OVMF_VARS`] when missing).
+    Uefi { vars: PathBuf },
+}
+
+/// What the firmware boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Medium {
+    /// An ISO in a CD drive (AHCI).
+    Cdrom(PathBuf),
+    /// An image as a USB stick (xHCI, usb-storage), as after `dd` of the
+    /// ISO; shared images are attached read-only.
+    Usb(Drive),
+    /// A disk image as the first disk (virtio-blk).
+    Disk(Drive),
+}
+
+impl fmt::Display for Medium {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cdrom(p) => write!(f, "{} as a CD", p.display()),
+            Self::Usb(d) => write!(f, "{} as a USB stick", d.path.display()),
+            Self::Disk(d) => write!(f, "{} as the first disk", d.path.display()),
+        }
+    }
+}
+
+/// How the VM starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU loads `kernel` and `initrd` itself (`-kernel`) with Corral's
+    /// command line: no firmware, the fastest boot.
+    Kernel,
+    /// The firmware boots a medium as on a real machine: the kernel, the
+    /// initramfs and the command line come from the medium's boot menu
+    /// (GRUB). Always on a Q35 machine (microvm has no firmware).
+    Firmware { firmware: Firmware, medium: Medium },
 }
 
 /// A disk image attached as a virtio block device, in order (`/dev/vda`,
@@ -126,6 +178,10 @@ pub struct VmConfig {
     pub machine: Machine,
     pub accel: Accel,
     pub console: Console,
+    pub boot: Boot,
+    /// Let a guest reboot go through a reset (back to the firmware and the
+    /// boot menu) instead of ending QEMU.
+    pub reboot: bool,
 }
 
 /// Kernel arguments Corral always boots with.
@@ -178,22 +234,22 @@ impl VmConfig {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             _ => push(&["-accel", "tcg", "-cpu", "qemu64"]),
         }
-        match self.machine {
+        let machine = match self.boot {
+            Boot::Kernel => self.machine,
+            Boot::Firmware { .. } => Machine::Q35,
+        };
+        match machine {
             // ACPI stays on: microvm without it loses the NIC.
             Machine::Microvm => push(&["-M", "microvm"]),
             Machine::Pc => push(&["-M", "pc"]),
+            Machine::Q35 => push(&["-M", "q35"]),
         }
         let mem = self.memory_mb.to_string();
-        push(&[
-            "-m",
-            &mem,
-            "-smp",
-            "1",
-            "-no-reboot",
-            "-nodefaults",
-            "-display",
-            "none",
-        ]);
+        push(&["-m", &mem, "-smp", "1"]);
+        if !self.reboot {
+            push(&["-no-reboot"]);
+        }
+        push(&["-nodefaults", "-display", "none"]);
 
         match &self.console {
             Console::Piped => push(&[
@@ -222,33 +278,83 @@ impl VmConfig {
             }
         }
 
-        let kernel = self.kernel.display().to_string();
-        let initrd = initrd.display().to_string();
-        let cmdline = self.cmdline(accel, tsc_khz);
-        push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+        match &self.boot {
+            Boot::Kernel => {
+                let kernel = self.kernel.display().to_string();
+                let initrd = initrd.display().to_string();
+                let cmdline = self.cmdline(accel, tsc_khz);
+                push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+            }
+            Boot::Firmware { firmware, medium } => {
+                if let Firmware::Uefi { vars } = firmware {
+                    let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
+                    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+                    push(&["-drive", &code, "-drive", &vars]);
+                }
+                // A hardware watchdog, as real boards have: a trial boot
+                // after an upgrade arms it, so a hang resets the machine.
+                push(&["-device", "i6300esb"]);
+                // bootindex: the firmware tries this first (OVMF would try
+                // the network before an unindexed disk).
+                match medium {
+                    Medium::Cdrom(iso) => {
+                        let drive = format!(
+                            "file={},format=raw,media=cdrom,if=none,id=boot,readonly=on",
+                            iso.display()
+                        );
+                        push(&["-drive", &drive, "-device", "ide-cd,drive=boot,bootindex=0"]);
+                    }
+                    Medium::Usb(d) => {
+                        let drive = drive_arg(d, "boot");
+                        push(&[
+                            "-device",
+                            "qemu-xhci,id=xhci",
+                            "-drive",
+                            &drive,
+                            "-device",
+                            "usb-storage,bus=xhci.0,drive=boot,bootindex=0",
+                        ]);
+                    }
+                    Medium::Disk(d) => {
+                        let drive = drive_arg(d, "boot");
+                        push(&[
+                            "-drive",
+                            &drive,
+                            "-device",
+                            "virtio-blk-pci,drive=boot,bootindex=0",
+                        ]);
+                    }
+                }
+            }
+        }
 
         let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port);
         for (host, guest) in &self.forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
-        let nic = format!("{},netdev=net0", self.machine.virtio("net"));
-        let rng = self.machine.virtio("rng");
+        let nic = format!("{},netdev=net0", machine.virtio("net"));
+        let rng = machine.virtio("rng");
         push(&["-netdev", &netdev, "-device", &nic, "-device", &rng]);
 
         for (i, d) in self.drives.iter().enumerate() {
-            let mut drive = format!(
-                "file={},format={},if=none,id=drive{i}",
-                d.path.display(),
-                d.format
-            );
-            if d.readonly {
-                drive.push_str(",readonly=on");
-            }
-            let dev = format!("{},drive=drive{i}", self.machine.virtio("blk"));
+            let drive = drive_arg(d, &format!("drive{i}"));
+            let dev = format!("{},drive=drive{i}", machine.virtio("blk"));
             push(&["-drive", &drive, "-device", &dev]);
         }
         a
     }
+}
+
+fn drive_arg(d: &Drive, id: &str) -> String {
+    let mut drive = format!(
+        "file={},format={},if=none,id={id}",
+        d.path.display(),
+        d.format
+    );
+    if d.readonly {
+        drive.push_str(",readonly=on");
+    }
+    drive
 }
 
 /// The host CPU's frequency in kHz, from the first "cpu MHz" line of
@@ -287,6 +393,8 @@ mod tests {
             machine: Machine::Microvm,
             accel: Accel::Auto,
             console: Console::Piped,
+            boot: Boot::Kernel,
+            reboot: false,
         }
     }
 
@@ -358,6 +466,60 @@ mod tests {
         };
         let s = joined(&c.qemu_args(Accel::Tcg, 1, Path::new("/i")));
         assert!(s.contains("-chardev stdio,id=serial0,mux=on,signal=off,logfile=/o/serial.log -serial chardev:serial0 -mon chardev=serial0,mode=readline"), "{s}");
+    }
+
+    #[test]
+    fn firmware_boots_use_q35_and_the_medium_not_the_kernel() {
+        let c = VmConfig {
+            boot: Boot::Firmware {
+                firmware: Firmware::Uefi {
+                    vars: "/w/vars.fd".into(),
+                },
+                medium: Medium::Disk(Drive::new("/o/corral.qcow2")),
+            },
+            reboot: true,
+            ..config()
+        };
+        let s = joined(&c.qemu_args(Accel::Tcg, 1, Path::new("/i")));
+        assert!(
+            s.starts_with("-accel tcg -cpu qemu64 -M q35 -m 512 -smp 1 -nodefaults"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("-kernel") && !s.contains("-append") && !s.contains("-no-reboot"),
+            "{s}"
+        );
+        assert!(s.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=/w/vars.fd"), "{s}");
+        assert!(s.contains("-drive file=/o/corral.qcow2,format=qcow2,if=none,id=boot -device virtio-blk-pci,drive=boot,bootindex=0"), "{s}");
+        assert!(s.contains("virtio-net-pci,netdev=net0"), "{s}");
+        assert!(s.contains("-device i6300esb"), "{s}");
+        // The other drives come after the boot disk.
+        assert!(s.contains("virtio-blk-pci,drive=drive0"), "{s}");
+
+        let cd = VmConfig {
+            boot: Boot::Firmware {
+                firmware: Firmware::Bios,
+                medium: Medium::Cdrom("/o/corral.iso".into()),
+            },
+            ..config()
+        };
+        let s = joined(&cd.qemu_args(Accel::Tcg, 1, Path::new("/i")));
+        assert!(!s.contains("pflash"), "{s}");
+        assert!(s.contains("-no-reboot"), "{s}");
+        assert!(s.contains("-drive file=/o/corral.iso,format=raw,media=cdrom,if=none,id=boot,readonly=on -device ide-cd,drive=boot,bootindex=0"), "{s}");
+
+        let usb = VmConfig {
+            boot: Boot::Firmware {
+                firmware: Firmware::Bios,
+                medium: Medium::Usb(Drive {
+                    readonly: true,
+                    ..Drive::new("/o/corral.iso")
+                }),
+            },
+            ..config()
+        };
+        let s = joined(&usb.qemu_args(Accel::Tcg, 1, Path::new("/i")));
+        assert!(s.contains("-device qemu-xhci,id=xhci -drive file=/o/corral.iso,format=raw,if=none,id=boot,readonly=on -device usb-storage,bus=xhci.0,drive=boot,bootindex=0"), "{s}");
     }
 
     #[test]

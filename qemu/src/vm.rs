@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::machine::{Accel, Console, VmConfig};
+use crate::machine::{Accel, Boot, Console, Firmware, VmConfig, OVMF_VARS};
 use crate::overlay::Overlay;
 
 /// What Corral's init prints first on every boot.
@@ -80,6 +80,9 @@ pub struct Vm {
     shell_synced: bool,
     pub accel: Accel,
     pub ssh_port: u16,
+    /// Whether the guest may reset (and so boot more than once).
+    reboot: bool,
+    qmp: PathBuf,
 }
 
 impl Vm {
@@ -112,11 +115,28 @@ impl Vm {
             }
         };
 
+        if let Boot::Firmware {
+            firmware: Firmware::Uefi { vars },
+            ..
+        } = &config.boot
+        {
+            if !vars.exists() {
+                std::fs::copy(OVMF_VARS, vars).map_err(io(
+                    "copying OVMF's variable store (install ovmf: make deps)",
+                ))?;
+            }
+        }
         let accel = crate::accel::resolve(config.accel, &config.kernel);
         let khz = crate::accel::host_tsc_khz();
         let args = config.qemu_args(accel, khz, &initrd);
+        // QMP, for what a person does to the machine rather than on its
+        // console (pressing the power button).
+        let qmp = log_dir.join(format!("{name}.qmp"));
+        let _ = std::fs::remove_file(&qmp);
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(&args);
+        cmd.args(&args)
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if config.console != Console::Piped {
             return Err(VmError::Io {
                 vm: name,
@@ -155,6 +175,8 @@ impl Vm {
             shell_synced: false,
             accel,
             ssh_port: config.ssh_port,
+            reboot: config.reboot,
+            qmp,
         })
     }
 
@@ -452,11 +474,47 @@ impl Vm {
             return Err(self.fail("the kernel panicked"));
         }
         // A reset that restarted the firmware instead of exiting QEMU shows
-        // up as a second boot.
-        if output.matches(BOOT_BANNER).count() > 1 {
+        // up as a second boot (unless resets were asked for).
+        if !self.reboot && output.matches(BOOT_BANNER).count() > 1 {
             return Err(self.fail("the machine booted again instead of QEMU exiting"));
         }
         Ok(self.elapsed())
+    }
+
+    /// Presses the machine's power button (QMP `system_powerdown`: the
+    /// ACPI event a real button sends).
+    pub fn press_power_button(&self) -> Result<(), VmError> {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::net::UnixStream;
+        let err = |what: &str| {
+            let vm = self.name.clone();
+            let what = what.to_owned();
+            move |source| VmError::Io { vm, what, source }
+        };
+        let mut stream = UnixStream::connect(&self.qmp).map_err(err("connecting to QMP"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(err("QMP"))?;
+        stream
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"system_powerdown\"}\n")
+            .map_err(err("writing to QMP"))?;
+        // The greeting, then one reply per command.
+        let mut replies = 0;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while replies < 2 {
+            line.clear();
+            if reader.read_line(&mut line).map_err(err("reading QMP"))? == 0 {
+                break;
+            }
+            if line.contains("\"error\"") {
+                return Err(self.fail(format!("QMP refused system_powerdown: {line}")));
+            }
+            if line.contains("\"return\"") {
+                replies += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Kills QEMU now.

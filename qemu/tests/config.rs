@@ -7,43 +7,18 @@
 //!
 //! Run with `make boot-test` (which builds out/ first).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_qemu::{out_dir, Drive, Vm, VmConfig};
 
 mod common;
 use common::{
-    assert_output_contains, blank_disk, eventually, ssh, ssh_ok, test_key, work_dir, OrFail, CMD,
+    assert_output_contains, blank_disk, eventually, nocloud_drive, ssh, ssh_ok, test_key, work_dir,
+    OrFail, CMD,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
 const EXIT: Duration = Duration::from_secs(120);
-
-fn run_host(program: &str, args: &[&str]) {
-    let st = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e} (make deps installs it)"));
-    assert!(st.success(), "{program} {args:?}: {st}");
-}
-
-/// A NoCloud config drive as cloud-localds makes it: a FAT filesystem
-/// labelled `cidata` with `user-data` and `meta-data`.
-fn nocloud_drive(dir: &Path, user_data: &str) -> PathBuf {
-    let img = dir.join("cidata.img");
-    let ud = dir.join("user-data");
-    let md = dir.join("meta-data");
-    std::fs::write(&ud, user_data).unwrap();
-    std::fs::write(&md, "instance-id: corral-config-test\n").unwrap();
-    let img_s = img.to_str().unwrap();
-    run_host("/sbin/mkfs.vfat", &["-n", "cidata", "-C", img_s, "2048"]);
-    for (file, name) in [(&ud, "::user-data"), (&md, "::meta-data")] {
-        run_host("mcopy", &["-i", img_s, file.to_str().unwrap(), name]);
-    }
-    img
-}
 
 fn boot(cfg: &VmConfig) -> Vm {
     let mut vm = Vm::boot(cfg, None, &out_dir().join("test-logs")).or_fail();

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use corral_qemu::{accel, out_dir, Accel, Console, Drive, Machine, VmConfig};
+use corral_qemu::{
+    accel, out_dir, Accel, Boot, Console, Drive, Firmware, Machine, Medium, VmConfig,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +62,21 @@ struct Args {
     /// auto uses KVM only when a quick probe shows it boots
     #[arg(long, default_value = "auto")]
     accel: Accel,
+    /// Boot this ISO through the firmware, as a CD (or a USB stick with
+    /// --usb), e.g. out/corral.iso; no state disk unless --state-disk
+    #[arg(long, value_name = "ISO", conflicts_with_all = ["disk", "kernel", "initrd", "append"])]
+    iso: Option<PathBuf>,
+    /// Attach the --iso image as a USB stick (as after writing it with dd)
+    #[arg(long, requires = "iso")]
+    usb: bool,
+    /// Boot this disk image through the firmware, e.g. out/corral.qcow2
+    /// (make disk); it holds its own state partition
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["kernel", "initrd", "append", "state_disk"])]
+    disk: Option<PathBuf>,
+    /// Firmware for --iso and --disk: bios (SeaBIOS) or uefi (OVMF, with a
+    /// variable store kept beside the image as IMAGE.uefi-vars.fd)
+    #[arg(long, default_value = "bios", value_parser = ["bios", "uefi"])]
+    firmware: String,
 }
 
 fn main() -> Result<()> {
@@ -68,7 +85,7 @@ fn main() -> Result<()> {
     let kernel = args.kernel.unwrap_or_else(|| out.join("bzImage"));
     let initrd = args.initrd.unwrap_or_else(|| out.join("initramfs.img"));
     for (what, path) in [("kernel", &kernel), ("initramfs", &initrd)] {
-        if !path.exists() {
+        if !path.exists() && args.iso.is_none() && args.disk.is_none() {
             bail!(
                 "{what} {} not found: run `make kernel initramfs` (or `make run`)",
                 path.display()
@@ -76,8 +93,52 @@ fn main() -> Result<()> {
         }
     }
 
+    let medium = match (&args.iso, &args.disk) {
+        (Some(iso), _) => {
+            let drive = Drive {
+                readonly: true,
+                ..Drive::new(iso)
+            };
+            Some(if args.usb {
+                Medium::Usb(drive)
+            } else {
+                Medium::Cdrom(iso.clone())
+            })
+        }
+        (None, Some(disk)) => Some(Medium::Disk(Drive::new(disk))),
+        (None, None) => None,
+    };
+    let boot = match medium {
+        None if args.firmware != "bios" => {
+            bail!(
+                "--firmware {} needs --iso or --disk (a -kernel boot has no firmware)",
+                args.firmware
+            )
+        }
+        None => Boot::Kernel,
+        Some(medium) => {
+            let image = args.iso.as_ref().or(args.disk.as_ref()).expect("a medium");
+            if !image.exists() {
+                bail!(
+                    "{} not found: run `make iso` or `make disk`",
+                    image.display()
+                );
+            }
+            let firmware = if args.firmware == "uefi" {
+                let mut vars = image.clone().into_os_string();
+                vars.push(".uefi-vars.fd");
+                Firmware::Uefi { vars: vars.into() }
+            } else {
+                Firmware::Bios
+            };
+            Boot::Firmware { firmware, medium }
+        }
+    };
+    let firmware_boot = matches!(boot, Boot::Firmware { .. });
+
     let mut drives = Vec::new();
-    if !args.no_state_disk {
+    let default_state = !firmware_boot || args.state_disk.is_some();
+    if !args.no_state_disk && default_state {
         let state = args.state_disk.unwrap_or_else(|| out.join("state.qcow2"));
         if !state.exists() {
             let status = Command::new("qemu-img")
@@ -122,16 +183,44 @@ fn main() -> Result<()> {
         machine: args.machine,
         accel: args.accel,
         console,
+        boot,
+        // Through the firmware a reboot comes back through the boot menu,
+        // as on a machine; a -kernel boot ends QEMU instead.
+        reboot: firmware_boot,
     };
+    if let Boot::Firmware {
+        firmware: Firmware::Uefi { vars },
+        ..
+    } = &config.boot
+    {
+        if !vars.exists() {
+            std::fs::copy(corral_qemu::machine::OVMF_VARS, vars).with_context(|| {
+                format!(
+                    "copying {} (install ovmf: make deps)",
+                    corral_qemu::machine::OVMF_VARS
+                )
+            })?;
+        }
+    }
     let accel = accel::resolve(config.accel, &kernel);
     let qemu_args = config.qemu_args(accel, accel::host_tsc_khz(), &initrd);
-    eprintln!(
-        "corral-vm: booting {} with {} ({accel}, {:?}); ssh is forwarded from 127.0.0.1:{}",
-        kernel.display(),
-        initrd.display(),
-        config.machine,
-        config.ssh_port
-    );
+    match &config.boot {
+        Boot::Kernel => eprintln!(
+            "corral-vm: booting {} with {} ({accel}, {:?}); ssh is forwarded from 127.0.0.1:{}",
+            kernel.display(),
+            initrd.display(),
+            config.machine,
+            config.ssh_port
+        ),
+        Boot::Firmware { firmware, medium } => eprintln!(
+            "corral-vm: booting {medium} with {} ({accel}, q35); ssh is forwarded from 127.0.0.1:{}",
+            match firmware {
+                Firmware::Bios => "SeaBIOS",
+                Firmware::Uefi { .. } => "OVMF",
+            },
+            config.ssh_port
+        ),
+    }
     if !args.headless {
         eprintln!("corral-vm: Ctrl-a x quits QEMU; `poweroff` inside shuts Corral down cleanly");
     }

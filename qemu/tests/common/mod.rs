@@ -100,3 +100,27 @@ pub fn eventually(vm: &mut Vm, command: &str, timeout: Duration) -> String {
     );
     vm.run_ok(&wrapped, timeout + CMD).or_fail()
 }
+
+pub fn run_host(program: &str, args: &[&str]) {
+    let st = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e} (make deps installs it)"));
+    assert!(st.success(), "{program} {args:?}: {st}");
+}
+
+/// A NoCloud config drive as cloud-localds makes it: a FAT filesystem
+/// labelled `cidata` with `user-data` and `meta-data`.
+pub fn nocloud_drive(dir: &Path, user_data: &str) -> PathBuf {
+    let img = dir.join("cidata.img");
+    let ud = dir.join("user-data");
+    let md = dir.join("meta-data");
+    std::fs::write(&ud, user_data).unwrap();
+    std::fs::write(&md, "instance-id: corral-config-test\n").unwrap();
+    let img_s = img.to_str().unwrap();
+    run_host("/sbin/mkfs.vfat", &["-n", "cidata", "-C", img_s, "2048"]);
+    for (file, name) in [(&ud, "::user-data"), (&md, "::meta-data")] {
+        run_host("mcopy", &["-i", img_s, file.to_str().unwrap(), name]);
+    }
+    img
+}

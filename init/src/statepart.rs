@@ -1,0 +1,157 @@
+//! The state partition of an installed disk, made at its first boot.
+//!
+//! `make disk` writes an image that ends after slot B, so that it can be
+//! written to a disk of any size; `corral install` also leaves the state
+//! for the first boot when asked to. When the boot menu says it booted a
+//! slot (`corral.slot`), init finds the disk holding that slot's partition
+//! and, if it has no `CORRAL_STATE` partition yet, adds one filling the
+//! disk (moving the backup GPT to the disk's real end) and has the kernel
+//! re-read the table. `state::setup` then formats the new, blank partition
+//! as it formats a blank disk.
+//!
+//! The partition table code runs in a child process (init's own binary
+//! called as `corral-state-part`): a table the GPT library cannot parse
+//! must not be able to take PID 1 down with it.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use log::{error, info, warn};
+
+/// The applet's name (argv[0]).
+pub const APPLET: &str = "corral-state-part";
+
+/// The GPT name of a partition, from its uevent (`PARTNAME=`).
+pub fn partname(sys_block: &Path, name: &str) -> Option<String> {
+    let uevent = std::fs::read_to_string(sys_block.join(name).join("uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("PARTNAME="))
+        .map(str::to_owned)
+}
+
+/// The whole disk holding the partition named `partname`: the partition's
+/// sysfs directory sits inside its disk's.
+pub fn disk_of(sys_block: &Path, partname_wanted: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sys_block)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let part = names
+        .iter()
+        .find(|n| partname(sys_block, n).as_deref() == Some(partname_wanted))?;
+    let real = std::fs::canonicalize(sys_block.join(part)).ok()?;
+    let parent = real.parent()?.file_name()?.to_string_lossy().into_owned();
+    Some(parent)
+}
+
+/// Runs the applet for the disk holding `slot`'s partition and logs what
+/// it did. Never fails init: without a state partition Corral runs from
+/// RAM and says why.
+pub fn prepare(slot: char) {
+    let want = format!("CORRAL_{}", slot.to_ascii_uppercase());
+    let Some(disk) = disk_of(Path::new("/sys/class/block"), &want) else {
+        warn!("booted from slot {slot}, but no partition is named {want}");
+        return;
+    };
+    let out = Command::new("/init")
+        .arg0(APPLET)
+        .arg(format!("/dev/{disk}"))
+        .output();
+    match out {
+        Ok(o) => {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                info!("{line}");
+            }
+            for line in String::from_utf8_lossy(&o.stderr).lines() {
+                error!("{line}");
+            }
+            if !o.status.success() {
+                error!("{APPLET} /dev/{disk} failed ({})", o.status);
+            }
+        }
+        Err(e) => error!("cannot run {APPLET}: {e}"),
+    }
+}
+
+/// The applet: adds the state partition to DEVICE if it has none, then
+/// has the kernel re-read the table. Prints what it did.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    let Some(dev) = args.get(1) else {
+        eprintln!("usage: {APPLET} DEVICE");
+        return std::process::ExitCode::from(2);
+    };
+    match run(dev) {
+        Ok(msg) => {
+            println!("{msg}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{dev}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(dev: &str) -> Result<String, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(|e| format!("opening: {e}"))?;
+    let before = corral_disk::table::read(&mut file)
+        .map_err(|e| e.to_string())?
+        .ok_or("no GPT")?;
+    if let Some(p) = before.get(corral_disk::STATE.name) {
+        return Ok(format!(
+            "{dev}: state partition {} ({} MiB)",
+            p.number,
+            p.len >> 20
+        ));
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let guid = uuid::Builder::from_random_bytes(random).into_uuid();
+    let (_, len) = corral_disk::table::add_state(&mut file, guid).map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| format!("syncing: {e}"))?;
+    crate::sys::reread_partitions(&file)
+        .map_err(|e| format!("re-reading the partition table: {e}"))?;
+    Ok(format!(
+        "{dev}: added state partition {} ({} MiB) filling the disk",
+        corral_disk::STATE.number,
+        len >> 20
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_disk_of_a_named_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("devices/pci/vda");
+        std::fs::create_dir_all(devices.join("vda3")).unwrap();
+        std::fs::write(devices.join("uevent"), "DEVTYPE=disk\n").unwrap();
+        std::fs::write(
+            devices.join("vda3/uevent"),
+            "MAJOR=254\nDEVTYPE=partition\nPARTN=3\nPARTNAME=CORRAL_A\n",
+        )
+        .unwrap();
+        let block = dir.path().join("class/block");
+        std::fs::create_dir_all(&block).unwrap();
+        std::os::unix::fs::symlink(&devices, block.join("vda")).unwrap();
+        std::os::unix::fs::symlink(devices.join("vda3"), block.join("vda3")).unwrap();
+        assert_eq!(partname(&block, "vda3").as_deref(), Some("CORRAL_A"));
+        assert_eq!(partname(&block, "vda"), None);
+        assert_eq!(disk_of(&block, "CORRAL_A").as_deref(), Some("vda"));
+        assert_eq!(disk_of(&block, "CORRAL_B"), None);
+    }
+}
