@@ -83,7 +83,8 @@ $(OUT)/images/%.tar: $$(wildcard images/$$*/*) $(ROOTFS_ETC) $(GUEST_FILES) $(MK
 $(OUT)/images/user-engine.tar: images/console/passwd
 images: $(IMAGE_TARS)
 
-$(OUT)/initramfs.img: rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \
+METAL_LOADERS := $(addprefix $(OUT)/metal/,boot.img core.img BOOTX64.EFI grub.cfg)
+$(OUT)/initramfs.img: $(METAL_LOADERS) rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \
 		$(IMAGE_TARS) $(MKCPIO) $(MKIMAGE) /bin/busybox /usr/bin/tini-static
 	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(MKCPIO)
 $(OUT)/floor-initramfs.img: $(OUT)/guest/floor-init $(MKCPIO)
@@ -97,7 +98,6 @@ initramfs: $(OUT)/initramfs.img $(OUT)/floor-initramfs.img
 # Bare metal (metal/): GRUB's loaders, the hybrid ISO and the disk image.
 # None needs root, loop devices or mounts. The kernel target refreshes
 # out/bzImage only when it changed, so these rebuild only on a change.
-METAL_LOADERS := $(addprefix $(OUT)/metal/,boot.img core.img BOOTX64.EFI grub.cfg)
 $(OUT)/bzImage: kernel ; @:
 $(METAL_LOADERS) &: metal/grub.sh metal/grub-disk.cfg | deps
 	@$(STAGE) "GRUB loaders" metal/grub.sh $(OUT)

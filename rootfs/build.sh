@@ -10,7 +10,8 @@
 # Also takes OUT_DIR/sysd, OUT_DIR/corral and OUT_DIR/corral-monitor (the
 # engine, its CLI and the per-container monitor),
 # OUT_DIR/images/*.tar (system images, imported by sysd at boot) and
-# Debian's tini-static (the container init for `init = true`).
+# Debian's tini-static (the container init for `init = true`) and
+# OUT_DIR/metal (GRUB's loaders, installed by `corral install`).
 #
 # Writes OUT_DIR/initramfs.img (zstd-compressed cpio). The tree is staged in
 # OUT_DIR/initramfs.d, which is left behind for inspection.
@@ -50,7 +51,7 @@ rm -rf "$stage"
 mkdir -p "$stage"
 cd "$stage"
 
-mkdir -p bin sbin usr/bin usr/sbin usr/libexec/corral usr/share/corral/images etc proc sys dev run tmp root var/lib/corral var/log
+mkdir -p bin sbin usr/bin usr/sbin usr/libexec/corral usr/share/corral/images usr/share/corral/boot etc proc sys dev run tmp root var/lib/corral var/log
 chmod 0700 root
 chmod 1777 tmp
 cp -R "$here/etc/." etc/
@@ -68,6 +69,13 @@ install -m 0755 "$out/corral-monitor" usr/libexec/corral/monitor
 install -m 0755 "$tini" usr/libexec/corral/tini
 for image in "$out"/images/*.tar; do
     install -m 0644 "$image" usr/share/corral/images/
+done
+
+# GRUB's loaders and the disk's boot menu, for `corral install`
+# (OUT_DIR/metal, from metal/grub.sh).
+for f in boot.img core.img BOOTX64.EFI grub.cfg; do
+    [ -f "$out/metal/$f" ] || die "$out/metal/$f not found (make: metal/grub.sh)"
+    install -m 0644 "$out/metal/$f" usr/share/corral/boot/
 done
 
 # busybox for the shell and the rescue tools, minus the applets init replaces.

@@ -54,9 +54,70 @@ pub fn core_image(core_img: &[u8], core_lba: u64, room: u64) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// The MBR boot code of a disk whose install has not finished: on BIOS
+/// it prints why the disk does not boot, instead of running whatever the
+/// sector held before. 16-bit real mode at 0x7c00:
+///
+/// ```text
+///  0 fa          cli
+///  1 31 c0       xor ax, ax
+///  3 8e d8       mov ds, ax
+///  5 8e d0       mov ss, ax
+///  7 bc 00 7c    mov sp, 0x7c00
+/// 10 fb          sti
+/// 11 be 20 7c    mov si, 0x7c20      ; the message, at offset 32
+/// 14 fc          cld
+/// 15 ac          lodsb               ; next:
+/// 16 84 c0       test al, al
+/// 18 74 09       jz halt
+/// 20 b4 0e       mov ah, 0x0e        ; BIOS teletype output
+/// 22 bb 07 00    mov bx, 7
+/// 25 cd 10       int 0x10
+/// 27 eb f2       jmp next
+/// 29 f4          hlt                 ; halt:
+/// 30 eb fd       jmp halt
+/// ```
+pub fn incomplete_boot_code() -> [u8; BOOT_CODE_LEN] {
+    let mut code = [0u8; BOOT_CODE_LEN];
+    code[..INCOMPLETE_CODE.len()].copy_from_slice(&INCOMPLETE_CODE);
+    let msg = INCOMPLETE_MESSAGE.as_bytes();
+    code[INCOMPLETE_CODE.len()..INCOMPLETE_CODE.len() + msg.len()].copy_from_slice(msg);
+    code
+}
+
+/// Whether LBA 0 carries [`incomplete_boot_code`]: the disk is an
+/// interrupted Corral install, which `corral install` may complete
+/// without `--force`.
+pub fn is_incomplete(lba0: &[u8]) -> bool {
+    lba0.get(..INCOMPLETE_CODE.len() + INCOMPLETE_MESSAGE.len())
+        == Some(&incomplete_boot_code()[..INCOMPLETE_CODE.len() + INCOMPLETE_MESSAGE.len()])
+}
+
+const INCOMPLETE_CODE: [u8; 32] = [
+    0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xd0, 0xbc, 0x00, 0x7c, 0xfb, 0xbe, 0x20, 0x7c, 0xfc, 0xac,
+    0x84, 0xc0, 0x74, 0x09, 0xb4, 0x0e, 0xbb, 0x07, 0x00, 0xcd, 0x10, 0xeb, 0xf2, 0xf4, 0xeb, 0xfd,
+];
+const INCOMPLETE_MESSAGE: &str = "Corral: the installation on this disk did not finish, so it \
+does not boot. Boot the Corral ISO and run corral install again.\r\n\0";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_incomplete_stub_is_recognised_and_fits() {
+        let code = incomplete_boot_code();
+        assert!(32 + INCOMPLETE_MESSAGE.len() <= BOOT_CODE_LEN);
+        // The jumps land where the listing says.
+        assert_eq!(18 + 2 + code[19] as usize, 29, "jz halt");
+        assert_eq!(29 + i32::from(code[28] as i8), 15, "jmp next");
+        assert_eq!(u16::from_le_bytes([code[12], code[13]]), 0x7c00 + 32);
+        assert_eq!(&code[32..39], b"Corral:");
+        let mut lba0 = vec![0u8; 512];
+        lba0[..BOOT_CODE_LEN].copy_from_slice(&code);
+        assert!(is_incomplete(&lba0));
+        assert!(!is_incomplete(&[0u8; 512]));
+    }
 
     #[test]
     fn patches_where_grub_bios_setup_does() {

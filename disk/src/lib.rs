@@ -19,6 +19,8 @@ pub mod fat;
 pub mod grubenv;
 pub mod image;
 mod region;
+pub mod sys;
+pub mod sysfs;
 pub mod table;
 
 pub use fat::Extent;

@@ -97,6 +97,9 @@ mod tests {
             assert!(r.seek(SeekFrom::Start(9)).is_err());
             assert_eq!(r.seek(SeekFrom::End(-1)).unwrap(), 7);
         }
-        assert_eq!(&disk.get_ref()[..], b"\x00\x00\x00\x0001234567\x00\x00\x00\x00");
+        assert_eq!(
+            &disk.get_ref()[..],
+            b"\x00\x00\x00\x0001234567\x00\x00\x00\x00"
+        );
     }
 }

@@ -200,7 +200,7 @@ fn choose(config: &StateConfig) -> Result<(PathBuf, bool), String> {
             Ok(Content::Blank)
                 if !*whole
                     && named.is_none()
-                    && crate::statepart::partname(sys_block, name).as_deref()
+                    && corral_disk::sysfs::partname(sys_block, name).as_deref()
                         == Some(config.label.as_str()) =>
             {
                 named = Some(path)

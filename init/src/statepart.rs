@@ -24,38 +24,12 @@ use log::{error, info, warn};
 /// The applet's name (argv[0]).
 pub const APPLET: &str = "corral-state-part";
 
-/// The GPT name of a partition, from its uevent (`PARTNAME=`).
-pub fn partname(sys_block: &Path, name: &str) -> Option<String> {
-    let uevent = std::fs::read_to_string(sys_block.join(name).join("uevent")).ok()?;
-    uevent
-        .lines()
-        .find_map(|l| l.strip_prefix("PARTNAME="))
-        .map(str::to_owned)
-}
-
-/// The whole disk holding the partition named `partname`: the partition's
-/// sysfs directory sits inside its disk's.
-pub fn disk_of(sys_block: &Path, partname_wanted: &str) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sys_block)
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let part = names
-        .iter()
-        .find(|n| partname(sys_block, n).as_deref() == Some(partname_wanted))?;
-    let real = std::fs::canonicalize(sys_block.join(part)).ok()?;
-    let parent = real.parent()?.file_name()?.to_string_lossy().into_owned();
-    Some(parent)
-}
-
 /// Runs the applet for the disk holding `slot`'s partition and logs what
 /// it did. Never fails init: without a state partition Corral runs from
 /// RAM and says why.
 pub fn prepare(slot: char) {
     let want = format!("CORRAL_{}", slot.to_ascii_uppercase());
-    let Some(disk) = disk_of(Path::new("/sys/class/block"), &want) else {
+    let Some(disk) = corral_disk::sysfs::disk_of(Path::new("/sys/class/block"), &want) else {
         warn!("booted from slot {slot}, but no partition is named {want}");
         return;
     };
@@ -121,37 +95,11 @@ fn run(dev: &str) -> Result<String, String> {
     let guid = uuid::Builder::from_random_bytes(random).into_uuid();
     let (_, len) = corral_disk::table::add_state(&mut file, guid).map_err(|e| e.to_string())?;
     file.sync_all().map_err(|e| format!("syncing: {e}"))?;
-    crate::sys::reread_partitions(&file)
+    corral_disk::sys::reread_partitions(&file)
         .map_err(|e| format!("re-reading the partition table: {e}"))?;
     Ok(format!(
         "{dev}: added state partition {} ({} MiB) filling the disk",
         corral_disk::STATE.number,
         len >> 20
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_disk_of_a_named_partition() {
-        let dir = tempfile::tempdir().unwrap();
-        let devices = dir.path().join("devices/pci/vda");
-        std::fs::create_dir_all(devices.join("vda3")).unwrap();
-        std::fs::write(devices.join("uevent"), "DEVTYPE=disk\n").unwrap();
-        std::fs::write(
-            devices.join("vda3/uevent"),
-            "MAJOR=254\nDEVTYPE=partition\nPARTN=3\nPARTNAME=CORRAL_A\n",
-        )
-        .unwrap();
-        let block = dir.path().join("class/block");
-        std::fs::create_dir_all(&block).unwrap();
-        std::os::unix::fs::symlink(&devices, block.join("vda")).unwrap();
-        std::os::unix::fs::symlink(devices.join("vda3"), block.join("vda3")).unwrap();
-        assert_eq!(partname(&block, "vda3").as_deref(), Some("CORRAL_A"));
-        assert_eq!(partname(&block, "vda"), None);
-        assert_eq!(disk_of(&block, "CORRAL_A").as_deref(), Some("vda"));
-        assert_eq!(disk_of(&block, "CORRAL_B"), None);
-    }
 }

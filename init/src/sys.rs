@@ -236,17 +236,3 @@ pub fn wait_signal(
         e => Err(e),
     }
 }
-
-nix::ioctl_none!(blkrrpart, 0x12, 95);
-
-/// Has the kernel re-read a disk's partition table (BLKRRPART), so a
-/// partition just added gets its device node. Fails with EBUSY while a
-/// partition of the disk is in use, which at first boot none is.
-pub fn reread_partitions(disk: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: BLKRRPART takes no argument and touches no user memory; the
-    // descriptor is a block device kept open by `disk` for the call.
-    unsafe { blkrrpart(disk.as_raw_fd()) }
-        .map(drop)
-        .map_err(io::Error::from)
-}

@@ -2,7 +2,8 @@
 //! them: through SeaBIOS or OVMF, from the hybrid ISO (as a CD and as a USB
 //! stick) and from the disk image, with nothing passed by QEMU's -kernel.
 //! The SSH key comes from a NoCloud config drive, as it would on a real
-//! machine. Four boots, many checks each; the disk image's two boots share
+//! machine. Six boots, many checks each (the last two install from the
+//! ISO onto a blank disk and boot that disk alone); the disk image's two boots share
 //! one disk (an overlay on out/corral.qcow2), so the second sees what the
 //! first left.
 //!
@@ -217,5 +218,125 @@ fn disk_image_makes_its_state_partition_and_boots_on_both_firmwares() {
     check_machine(&mut vm, true);
     assert_eq!(vm.run_ok("hostname", CMD).or_fail().trim(), "metal-disk");
     assert_eq!(ssh_ok(&vm, &key, "hostname").trim(), "metal-disk");
+    vm.poweroff(EXIT).or_fail();
+}
+
+#[test]
+fn install_from_the_iso_onto_a_blank_disk() {
+    let dir = work_dir("metal-install");
+    let (key, public) = test_key(&dir);
+    let iso = artifact("corral.iso");
+    let target = dir.join("target.raw");
+    blank_disk(&target, 3072);
+    let used = dir.join("used.raw");
+    blank_disk(&used, 3072);
+    // A disk with something on it (an MBR signature): refused without
+    // --force.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&used).unwrap();
+        f.seek(SeekFrom::Start(510)).unwrap();
+        f.write_all(&[0x55, 0xaa]).unwrap();
+    }
+    let drive = config_drive(&dir, &public);
+
+    // The live system from the ISO, with the two disks (vda, vdb) and the
+    // config drive (vdc).
+    let mut vm = boot(
+        "metal-install-live",
+        Firmware::Bios,
+        Medium::Cdrom(iso),
+        vec![Drive::new(&target), Drive::new(&used), drive],
+    );
+    // The installed machine's config: its own host name and the key.
+    let config = format!("hostname = \"installed\"\n[ssh]\nauthorized-keys = [\"{public}\"]\n");
+    // Typed on the root console, as a person at the machine would.
+    vm.run_ok(
+        &format!(
+            "printf '{}' > /tmp/install.toml",
+            config.replace('\n', "\\n")
+        ),
+        CMD,
+    )
+    .or_fail();
+    // Refusals name what is wrong and write nothing.
+    for (args, want) in [
+        ("--device /dev/vdb", "holds data in its first MiB"),
+        ("--device /dev/vdc", "Corral needs at least"),
+        ("--device /dev/vda1", "no such disk"),
+        ("--device /dev/sr0", "is not a disk"),
+    ] {
+        let o = vm
+            .run(
+                &format!("corral install --config /tmp/install.toml {args}"),
+                CMD,
+            )
+            .or_fail();
+        assert_ne!(o.status, 0, "{args}: accepted: {}", o.output);
+        assert!(o.output.contains(want), "{args}: {}", o.output);
+    }
+    let o = vm
+        .run(
+            "printf 'hostname = 5\\n' > /tmp/bad.toml; corral install --device /dev/vda --config /tmp/bad.toml",
+            CMD,
+        )
+        .or_fail();
+    assert!(
+        o.status != 0 && o.output.contains("hostname"),
+        "{}",
+        o.output
+    );
+    let head = std::fs::read(&target).unwrap();
+    assert!(
+        head.iter().all(|b| *b == 0),
+        "a refused install wrote to the disk"
+    );
+
+    let out = vm
+        .run_ok(
+            "corral install --device /dev/vda --config /tmp/install.toml",
+            Duration::from_secs(300),
+        )
+        .or_fail();
+    for line in [
+        "This erases /dev/vda (",
+        "blank), and installs Corral 0.1 from the ISO on /dev/sr0 with /tmp/install.toml.",
+        "formatting the state partition /dev/vda5",
+        "checked: slot A and the ESP read back from the disk as written",
+        "done: /dev/vda boots Corral 0.1 on BIOS and UEFI",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    vm.poweroff(EXIT).or_fail();
+
+    // The installed disk alone, on UEFI: no ISO, no config drive; the
+    // config given at install time applies.
+    let mut vm = boot(
+        "metal-install-disk",
+        firmware("uefi", &dir),
+        Medium::Disk(Drive {
+            format: "raw".into(),
+            ..Drive::new(&target)
+        }),
+        vec![],
+    );
+    let out = vm.output();
+    assert!(
+        out.contains("corral-init: booted from slot A"),
+        "{}",
+        vm.fail("no slot A")
+    );
+    assert!(
+        !out.contains("formatting"),
+        "{}",
+        vm.fail("formatted at boot")
+    );
+    assert_eq!(vm.run_ok("hostname", CMD).or_fail().trim(), "installed");
+    assert_eq!(ssh_ok(&vm, &key, "hostname").trim(), "installed");
+    let state = vm.run_ok("corral config get state", CMD).or_fail();
+    assert!(
+        state.contains("state disk /dev/vda5 (label CORRAL_STATE)"),
+        "{state}"
+    );
     vm.poweroff(EXIT).or_fail();
 }

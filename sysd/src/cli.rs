@@ -10,6 +10,7 @@ use hyper::Method;
 use serde_json::Value;
 
 mod config;
+mod os;
 mod run;
 
 pub use config::{config_get, ConfigCmd};
@@ -46,6 +47,10 @@ pub enum Top {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// Install Corral onto a disk, from the ISO or disk this system
+    /// booted from (says what it erases; refuses a disk with data without
+    /// --force).
+    Install(os::InstallArgs),
     #[command(flatten)]
     Engine(EngineCmd),
 }
@@ -150,6 +155,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Top::Config { command } => {
             let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
             return config::config_command(&client, command).await;
+        }
+        Top::Install(args) => {
+            let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
+            return os::install(&client, args, &mut std::io::stdout().lock()).await;
         }
     };
     let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(default)));

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod logs;
 pub mod monitor;
 pub mod network;
+pub mod os;
 pub mod registry;
 pub mod restart;
 pub mod role;

@@ -48,6 +48,10 @@ pub struct RolePolicy {
     /// init's SIGTERM to every process reaches them); otherwise the
     /// engine stops them before it exits (the system engine's services).
     pub containers_outlive_engine: bool,
+    /// Manages the machine itself: `corral install` and the boot slots.
+    /// Only the system engine, which runs in the host's namespaces and
+    /// sees its disks and the initramfs's boot loaders.
+    pub manages_os: bool,
 }
 
 pub const SYSTEM: RolePolicy = RolePolicy {
@@ -63,6 +67,7 @@ pub const SYSTEM: RolePolicy = RolePolicy {
     persistent_records: false,
     netavark: None,
     containers_outlive_engine: false,
+    manages_os: true,
 };
 
 pub const USER: RolePolicy = RolePolicy {
@@ -81,6 +86,7 @@ pub const USER: RolePolicy = RolePolicy {
     // Debian's netavark package puts it there (podman's helper directory).
     netavark: Some("/usr/lib/podman/netavark"),
     containers_outlive_engine: true,
+    manages_os: false,
 };
 
 impl RolePolicy {

@@ -339,7 +339,7 @@ fn undo_sysctls(written: &[Written]) {
 /// Why the config leaves no way in, if it does: the console is off or
 /// asks for a login (no account has a password), and SSH is off or has
 /// no key.
-fn locked_out(c: &Config) -> Option<String> {
+pub(crate) fn locked_out(c: &Config) -> Option<String> {
     let all = service::merged(&c.services);
     let enabled = |n: &str| {
         all.iter()

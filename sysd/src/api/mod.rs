@@ -27,6 +27,7 @@ mod events;
 mod exec;
 mod images;
 mod networks;
+mod os;
 mod stats;
 pub mod streams;
 pub mod system;
@@ -291,6 +292,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
             events::events(engine, &parse_query(req.uri().query()))
         }
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
+        Some("corral") if parts.get(1) == Some(&"os") => os::route(engine, req, &parts[2..]).await,
         Some("system") if req.method() == Method::GET && parts == ["system", "df"] => {
             system::df(engine).await
         }
