@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod hosts;
 mod init;
 pub mod layers;
+pub mod os;
 pub mod service;
 pub mod system;
 mod types;
@@ -29,6 +30,7 @@ use toml::Spanned;
 pub use error::{ConfigError, Diagnostic};
 pub use init::InitConfig;
 pub use layers::{Layer, LayerKind, Merged};
+pub use os::{OsConfig, RELEASE_KEY_PATH, TRIAL_VERDICT_PATH};
 pub use service::{ServiceDef, ServiceName};
 pub use system::{
     ConsoleConfig, DnsConfig, InterfaceConfig, NetworkConfig, RegistryLogin, SshConfig,
@@ -60,6 +62,10 @@ pub fn effective_path() -> &'static Path {
         Path::new(DEFAULT_PATH)
     }
 }
+/// Written by the network service once every interface in the config is
+/// configured (static addresses applied, a DHCP lease for each DHCP
+/// interface); removed when it starts. A trial boot waits for it.
+pub const NET_CONFIGURED_PATH: &str = "/run/corral/net/configured";
 /// init's one-line report of what it did about the state disk, shown by
 /// `corral config get state`.
 pub const STATE_STATUS_PATH: &str = "/run/corral/state-status";
@@ -89,6 +95,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// The user engine's networks.
     pub user_engine: UserEngineConfig,
+    /// Upgrades of the OS and their trial boot.
+    pub os: OsConfig,
 }
 
 impl Config {
@@ -139,6 +147,7 @@ impl Config {
         self.state.validate()?;
         self.syslog.validate()?;
         self.user_engine.validate()?;
+        self.os.validate()?;
         for (name, def) in &self.services {
             def.validate()
                 .map_err(|(field, message)| (format!("services.{name}.{field}"), message))?;

@@ -15,6 +15,7 @@
 //! fill whatever disk the image was written to.
 
 pub mod bios;
+pub mod bundle;
 pub mod fat;
 pub mod grubenv;
 pub mod image;

@@ -16,3 +16,4 @@ pub mod resolv;
 pub const RESOLV_CONF: &str = "/run/corral/net/resolv.conf";
 /// Per-interface DHCP resolver settings, merged into [`RESOLV_CONF`].
 pub const LEASE_DIR: &str = "/run/corral/net/leases";
+pub use corral_config::NET_CONFIGURED_PATH as CONFIGURED;

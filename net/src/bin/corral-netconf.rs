@@ -16,6 +16,7 @@ use corral_config::{Config, NetworkConfig};
 use corral_net::netlink::{Link, Netlink};
 use corral_net::plan::{plan, Action};
 use corral_net::resolv::{self, LeaseDns};
+use corral_net::CONFIGURED;
 use corral_net::{LEASE_DIR, RESOLV_CONF};
 use log::{error, info, warn, LevelFilter};
 
@@ -120,6 +121,7 @@ fn serve() -> Result<()> {
     for e in std::fs::read_dir(LEASE_DIR)?.flatten() {
         let _ = std::fs::remove_file(e.path());
     }
+    let _ = std::fs::remove_file(CONFIGURED);
     write_resolv(&config)?;
 
     let (steps, missing) = plan(&config, &links);
@@ -129,11 +131,14 @@ fn serve() -> Result<()> {
     if steps.is_empty() {
         warn!("no interface to configure");
     }
+    // What could not be applied: the network is not "configured" then.
+    let mut failed: Vec<String> = missing.clone();
     let mut dhcp: BTreeMap<String, Option<Child>> = BTreeMap::new();
     for step in &steps {
         let name = &step.link.name;
         if let Err(e) = nl.set_up(&step.link, step.mtu) {
             error!("{e}");
+            failed.push(name.clone());
             continue;
         }
         match &step.action {
@@ -158,7 +163,10 @@ fn serve() -> Result<()> {
                         shown.join(", "),
                         gateway.map(|g| format!(" via {g}")).unwrap_or_default()
                     ),
-                    Err(e) => error!("{e}"),
+                    Err(e) => {
+                        error!("{e}");
+                        failed.push(name.clone());
+                    }
                 }
             }
             Action::Dhcp => {
@@ -167,16 +175,49 @@ fn serve() -> Result<()> {
                     Ok(c) => {
                         dhcp.insert(name.clone(), Some(c));
                     }
-                    Err(e) => error!("{e:#}"),
+                    Err(e) => {
+                        error!("{e:#}");
+                        failed.push(name.clone());
+                    }
                 }
             }
         }
     }
-    supervise(dhcp)
+    supervise(dhcp, failed)
+}
+
+/// Writes [`CONFIGURED`] once nothing failed and every DHCP interface has
+/// its lease; returns whether it is written.
+fn mark_configured(dhcp: &BTreeMap<String, Option<Child>>, failed: &[String]) -> bool {
+    if !failed.is_empty() {
+        return false;
+    }
+    if dhcp
+        .keys()
+        .any(|name| !Path::new(LEASE_DIR).join(name).exists())
+    {
+        return false;
+    }
+    let mut names: Vec<&str> = dhcp.keys().map(String::as_str).collect();
+    names.sort();
+    match write_atomic(
+        Path::new(CONFIGURED),
+        &format!("configured{}{}\n", if names.is_empty() { "" } else { ", DHCP leases on " }, names.join(" ")),
+    ) {
+        Ok(()) => {
+            info!("every interface is configured");
+            true
+        }
+        Err(e) => {
+            error!("{e:#}");
+            false
+        }
+    }
 }
 
 /// Keeps the DHCP clients running until SIGTERM.
-fn supervise(mut dhcp: BTreeMap<String, Option<Child>>) -> Result<()> {
+fn supervise(mut dhcp: BTreeMap<String, Option<Child>>, failed: Vec<String>) -> Result<()> {
+    let mut configured = false;
     use signal_hook::consts::{SIGINT, SIGTERM};
     let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
@@ -216,6 +257,9 @@ fn supervise(mut dhcp: BTreeMap<String, Option<Child>>) -> Result<()> {
                     }
                 }
             }
+        }
+        if !configured {
+            configured = mark_configured(&dhcp, &failed);
         }
         // Reap anything else (this is PID 1 of its container).
         while let Ok(

@@ -29,7 +29,7 @@ use corral_config::{fsutil, DEFAULT_PATH, PERSISTED_PATH};
 use corral_disk::bios;
 use corral_disk::grubenv::Env;
 use corral_disk::image::{self, Loaders};
-use corral_disk::{files, sysfs, table, Ids, Slot, INSTALL_MIN, MIB, SECTOR, STATE};
+use corral_disk::{files, sysfs, table, Slot, INSTALL_MIN, MIB, SECTOR, STATE};
 use serde::Deserialize;
 
 use super::boot::BootInfo;
@@ -276,14 +276,6 @@ fn mounted(disk: &str, parts: &[String]) -> Option<(String, String)> {
     None
 }
 
-fn random_ids() -> Result<Ids, OsError> {
-    let mut seed = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(|e| OsError::Failed(format!("/dev/urandom: {e}")))?;
-    Ok(Ids::derive(&seed))
-}
-
 impl Plan {
     fn open(&self) -> Result<File, OsError> {
         // O_EXCL on a block device: refused while it is mounted or held.
@@ -302,7 +294,7 @@ impl Plan {
             let what = what.to_owned();
             move |e: std::io::Error| OsError::Failed(format!("{dev}: {what}: {e}"))
         };
-        let ids = random_ids()?;
+        let ids = super::slots::random_ids()?;
 
         say(format!("writing the partition table on {}", self.device));
         let mut dev = self.open()?;
@@ -410,29 +402,7 @@ impl Plan {
     /// Reads slot A and the ESP back past the page cache and compares them
     /// with what was written.
     fn verify(&self, dev: &mut File) -> Result<(), OsError> {
-        // Written and synced pages are dropped, so the reads below come
-        // from the disk, not from memory.
-        let _ = nix::fcntl::posix_fadvise(
-            &*dev,
-            0,
-            0,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
-        let p = &self.source.payload;
-        let at = Slot::A.partition().extent();
-        for (name, want) in [
-            (files::KERNEL, &p.kernel),
-            (files::INITRD, &p.initrd),
-            (files::RELEASE, &p.release),
-        ] {
-            let got = corral_disk::fat::read_file(dev, at, name)
-                .map_err(|e| OsError::Failed(format!("reading back slot A's {name}: {e}")))?;
-            if got.as_ref() != Some(want) {
-                return Err(OsError::Failed(format!(
-                    "slot A's {name} does not read back as written: the disk is faulty"
-                )));
-            }
-        }
+        super::slots::verify_slot(dev, Slot::A, &self.source.payload)?;
         let loader = corral_disk::fat::read_file(dev, corral_disk::ESP.extent(), files::EFI_LOADER)
             .map_err(|e| OsError::Failed(format!("reading back the UEFI loader: {e}")))?;
         if loader.as_ref() != Some(&self.loaders.efi) {

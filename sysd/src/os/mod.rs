@@ -1,11 +1,16 @@
 //! The operating system itself, as the system engine manages it:
 //! installing Corral onto a disk ([`install`]) from what it booted from
-//! ([`medium`]), and the A/B boot slots the boot menu chooses between
-//! ([`boot`]).
+//! ([`medium`]), the A/B boot slots the boot menu chooses between
+//! ([`boot`], [`slots`]), signed upgrades into the other slot
+//! ([`upgrade`]) and the trial boot that keeps or rolls them back
+//! ([`trial`]).
 
 pub mod boot;
 pub mod install;
 pub mod medium;
+pub mod slots;
+pub mod trial;
+pub mod upgrade;
 
 /// GRUB's loaders and the disk's boot menu, in the initramfs (from
 /// `metal/grub.sh`).
