@@ -4,6 +4,8 @@
 #   make test    the same set-up, then lint, unit and QEMU boot tests
 #   make iso     out/corral.iso: the live system for BIOS and UEFI, CD or USB
 #   make disk    out/corral.img and out/corral.qcow2: the installed layout
+#   make release the ISO, the disk image and out/corral-VERSION.bundle, the
+#                signed upgrade for `corral os upgrade` (RELEASE_KEY signs)
 #   make bench   benchmarks (boot time against a trivial init; containers
 #                against crun, runc and dockerd; config set/get against the bare
 #                operations; docker pull against skopeo copy)
@@ -24,7 +26,7 @@ HOST_BIN := target/debug
 STAGE := tools/stage
 
 .PHONY: all deps build guest host kernel initramfs images iso disk run test lint unit boot-test \
-        bench bench-boot bench-containers bench-config bench-images bench-build clean
+        bench bench-boot bench-containers bench-config bench-images bench-build release clean
 
 all: kernel initramfs
 
@@ -51,9 +53,10 @@ $(GUEST_FILES): guest ; @:
 MKIMAGE := $(HOST_BIN)/corral-mkimage
 MKCPIO := $(HOST_BIN)/corral-initramfs
 MKDISK := $(HOST_BIN)/corral-mkdisk
+MKBUNDLE := $(HOST_BIN)/corral-bundle
 host: deps
 	@$(STAGE) "build host tools" $(CARGO) build --locked -p corral-tools -p corral-qemu --bins
-$(MKIMAGE) $(MKCPIO) $(MKDISK): host ; @:
+$(MKIMAGE) $(MKCPIO) $(MKDISK) $(MKBUNDLE): host ; @:
 
 build: guest host
 
@@ -84,7 +87,20 @@ $(OUT)/images/user-engine.tar: images/console/passwd
 images: $(IMAGE_TARS)
 
 METAL_LOADERS := $(addprefix $(OUT)/metal/,boot.img core.img BOOTX64.EFI grub.cfg)
-$(OUT)/initramfs.img: $(METAL_LOADERS) rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \
+
+# The release key signs upgrade bundles; its public half goes into the
+# initramfs as the key the system trusts by default ([os] trusted-keys).
+# Made on first use, outside the clone, so builds on this machine keep
+# trusting each other; give RELEASE_KEY=... to sign with your own (an
+# unencrypted minisign secret key: `minisign -G -W`).
+RELEASE_KEY ?= $(HOME)/.local/share/corral/release.key
+VERSION := $(shell sed -n 's/^VERSION_ID=//p' rootfs/etc/os-release)
+# Runs every time, rewrites the file only when the key changed.
+$(OUT)/release.pub: host
+	@mkdir -p $(OUT)
+	@$(MKBUNDLE) keygen --secret $(RELEASE_KEY) --public $@
+
+$(OUT)/initramfs.img: $(METAL_LOADERS) $(OUT)/release.pub rootfs/build.sh rootfs/e2fsprogs.toml $(ROOTFS_ETC) $(GUEST_FILES) \
 		$(IMAGE_TARS) $(MKCPIO) $(MKIMAGE) /bin/busybox /usr/bin/tini-static
 	@$(STAGE) "initramfs" rootfs/build.sh $(OUT) $(OUT)/init $(MKCPIO)
 $(OUT)/floor-initramfs.img: $(OUT)/guest/floor-init $(MKCPIO)
@@ -114,6 +130,11 @@ $(OUT)/corral.qcow2: $(OUT)/corral.img
 	@mv $@.tmp $@
 iso: $(OUT)/corral.iso
 disk: $(OUT)/corral.img $(OUT)/corral.qcow2
+$(OUT)/corral-$(VERSION).bundle: $(OUT)/bzImage $(OUT)/initramfs.img rootfs/etc/os-release $(OUT)/release.pub $(MKBUNDLE)
+	@$(STAGE) "upgrade bundle" $(MKBUNDLE) create --kernel $(OUT)/bzImage --initrd $(OUT)/initramfs.img \
+		--release rootfs/etc/os-release --secret $(RELEASE_KEY) --output $@
+release: iso disk $(OUT)/corral-$(VERSION).bundle
+	@ls -l $(OUT)/corral.iso $(OUT)/corral.img $(OUT)/corral.qcow2 $(OUT)/corral-$(VERSION).bundle
 
 run: kernel initramfs
 	qemu/run $(RUN_ARGS)
@@ -127,7 +148,7 @@ unit: deps
 	@$(STAGE) "unit tests" $(CARGO) test --locked --workspace --exclude corral-qemu
 	@$(STAGE) "harness unit tests" $(CARGO) test --locked -p corral-qemu --lib --bins
 
-boot-test: kernel initramfs iso disk
+boot-test: kernel initramfs iso disk $(OUT)/corral-$(VERSION).bundle
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
 	@$(STAGE) "ISO and disk image build test" metal/test-reproducible.sh $(OUT) $(MKDISK)
 	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build" "docker registry services engine metal"

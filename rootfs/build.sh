@@ -71,6 +71,11 @@ for image in "$out"/images/*.tar; do
     install -m 0644 "$image" usr/share/corral/images/
 done
 
+# The build's release key (public half): upgrades signed with it are
+# trusted unless the config names other keys ([os] trusted-keys).
+[ -f "$out/release.pub" ] || die "$out/release.pub not found (make: the release key)"
+install -m 0644 "$out/release.pub" usr/share/corral/release.pub
+
 # GRUB's loaders and the disk's boot menu, for `corral install`
 # (OUT_DIR/metal, from metal/grub.sh).
 for f in boot.img core.img BOOTX64.EFI grub.cfg; do

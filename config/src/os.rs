@@ -110,6 +110,9 @@ mod tests {
         let e = crate::Config::parse("[os]\ntrusted-keys = [\"nope\"]\n", "t.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("t.toml:2") && e.contains("os.trusted-keys"), "{e}");
+        assert!(
+            e.contains("t.toml:2") && e.contains("os.trusted-keys"),
+            "{e}"
+        );
     }
 }

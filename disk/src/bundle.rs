@@ -192,21 +192,22 @@ pub fn check_signature(
         BundleError::Layout(format!("{SIGNATURE} is not a minisign signature ({e})"))
     })?;
     let signer = signature_key_id(sig_text).unwrap_or_else(|| "?".into());
-    let key = trusted
-        .iter()
-        .find(|k| k.id() == signer)
-        .ok_or_else(|| BundleError::UntrustedKey {
-            key: signer.clone(),
-            trusted: if trusted.is_empty() {
-                "none".into()
-            } else {
-                trusted
-                    .iter()
-                    .map(TrustedKey::id)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        })?;
+    let key =
+        trusted
+            .iter()
+            .find(|k| k.id() == signer)
+            .ok_or_else(|| BundleError::UntrustedKey {
+                key: signer.clone(),
+                trusted: if trusted.is_empty() {
+                    "none".into()
+                } else {
+                    trusted
+                        .iter()
+                        .map(TrustedKey::id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })?;
     key.key
         .verify(data, &signature, false)
         .map_err(|_| BundleError::BadSignature)?;
@@ -263,13 +264,15 @@ pub fn open(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, BundleErro
     };
     let manifest_bytes = get(MANIFEST)?;
     let sig_text = std::str::from_utf8(get(SIGNATURE).map_err(|_| {
-        layout(format!("it is not signed (no {SIGNATURE}): make release signs bundles"))
+        layout(format!(
+            "it is not signed (no {SIGNATURE}): make release signs bundles"
+        ))
     })?)
     .map_err(|_| layout(format!("{SIGNATURE} is not text")))?;
     let signer = check_signature(manifest_bytes, sig_text, trusted)?;
 
-    let manifest: Manifest = serde_json::from_slice(manifest_bytes)
-        .map_err(|e| layout(format!("{MANIFEST}: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| layout(format!("{MANIFEST}: {e}")))?;
     if manifest.format != FORMAT {
         return Err(layout(format!(
             "bundle format {} (this system reads format {FORMAT}: upgrade in steps)",
@@ -320,7 +323,10 @@ v0jA+984GLjMCkgxaTl1nYgO3rkZ80X7EXeJqj25Fn3kpFc5NBcalNo3N7aybPWGlLn9MOD1bMITd+le
     impl Signer {
         fn new() -> Self {
             let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-            Self { pk: kp.pk, sk: kp.sk }
+            Self {
+                pk: kp.pk,
+                sk: kp.sk,
+            }
         }
         fn trusted(&self) -> TrustedKey {
             TrustedKey::parse(&self.pk.to_base64()).unwrap()
@@ -362,7 +368,10 @@ v0jA+984GLjMCkgxaTl1nYgO3rkZ80X7EXeJqj25Fn3kpFc5NBcalNo3N7aybPWGlLn9MOD1bMITd+le
         let other = Signer::new();
         let e = open(&bundle, &[other.trusted()]).unwrap_err();
         assert!(matches!(e, BundleError::UntrustedKey { .. }), "{e}");
-        assert!(open(&bundle, &[]).unwrap_err().to_string().contains("trusted: none"));
+        assert!(open(&bundle, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("trusted: none"));
 
         // The initramfs swapped after signing.
         let m = Manifest::of(&payload()).unwrap().to_bytes();
@@ -402,7 +411,10 @@ v0jA+984GLjMCkgxaTl1nYgO3rkZ80X7EXeJqj25Fn3kpFc5NBcalNo3N7aybPWGlLn9MOD1bMITd+le
 
     #[test]
     fn reads_version_ids() {
-        assert_eq!(version_id("A=1\nVERSION_ID=\"0.2\"\n").as_deref(), Some("0.2"));
+        assert_eq!(
+            version_id("A=1\nVERSION_ID=\"0.2\"\n").as_deref(),
+            Some("0.2")
+        );
         assert_eq!(version_id("VERSION_ID=\n"), None);
         assert!(Manifest::of(&Payload {
             release: b"NAME=x\n".to_vec(),

@@ -43,3 +43,4 @@ pub mod status;
 pub mod supervisor;
 pub mod switchroot;
 pub mod sys;
+pub mod watchdog;

@@ -158,6 +158,12 @@ fn boot() -> (InitConfig, bool) {
     status.extend(notes);
     bootconfig::publish(&stack, &merged, &status);
     let config = merged.config;
+    if cmdline.trial {
+        crate::watchdog::arm(
+            config.os.trial_deadline.get(),
+            Duration::from_secs_f64(uptime_secs()),
+        );
+    }
 
     let name = corral_config::hosts::effective(config.hostname.as_ref());
     match nix::unistd::sethostname(name) {

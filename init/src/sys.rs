@@ -236,3 +236,18 @@ pub fn wait_signal(
         e => Err(e),
     }
 }
+
+// WDIOC_SETTIMEOUT in linux/watchdog.h: _IOWR('W', 6, int).
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+
+/// Sets a watchdog device's timeout; returns the timeout the driver chose
+/// (it may round).
+pub fn set_watchdog_timeout(dev: &std::fs::File, secs: i32) -> nix::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut t: libc::c_int = secs;
+    // SAFETY: WDIOC_SETTIMEOUT reads and writes one int through the
+    // pointer, which points at a live local for the whole call; the fd is
+    // borrowed from an open File.
+    unsafe { wdioc_settimeout(dev.as_raw_fd(), &mut t) }?;
+    Ok(t)
+}

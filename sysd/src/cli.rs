@@ -51,6 +51,11 @@ pub enum Top {
     /// booted from (says what it erases; refuses a disk with data without
     /// --force).
     Install(os::InstallArgs),
+    /// The operating system: its version, upgrades and rollback.
+    Os {
+        #[command(subcommand)]
+        command: os::OsCmd,
+    },
     #[command(flatten)]
     Engine(EngineCmd),
 }
@@ -159,6 +164,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Top::Install(args) => {
             let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
             return os::install(&client, args, &mut std::io::stdout().lock()).await;
+        }
+        Top::Os { command } => {
+            let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
+            return os::os_command(&client, command, &mut std::io::stdout().lock()).await;
         }
     };
     let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(default)));

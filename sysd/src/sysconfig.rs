@@ -395,6 +395,11 @@ async fn apply(engine: &Arc<Engine>, old: &Config, new: &Config, report: &mut Re
             .applied
             .push("ssh: the keys are read at every login".into());
     }
+    if old.os != new.os {
+        report
+            .applied
+            .push("os: read by every upgrade and trial boot from now on".into());
+    }
     let mut recreated = Vec::new();
     if old.services != new.services {
         recreated = apply_services(engine, old, new, report).await;

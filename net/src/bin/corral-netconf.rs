@@ -202,7 +202,15 @@ fn mark_configured(dhcp: &BTreeMap<String, Option<Child>>, failed: &[String]) ->
     names.sort();
     match write_atomic(
         Path::new(CONFIGURED),
-        &format!("configured{}{}\n", if names.is_empty() { "" } else { ", DHCP leases on " }, names.join(" ")),
+        &format!(
+            "configured{}{}\n",
+            if names.is_empty() {
+                ""
+            } else {
+                ", DHCP leases on "
+            },
+            names.join(" ")
+        ),
     ) {
         Ok(()) => {
             info!("every interface is configured");

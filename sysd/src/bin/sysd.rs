@@ -249,6 +249,17 @@ async fn run(args: Args) -> Result<()> {
             Ok(plan) => {
                 let up = services::start(&engine, &plan).await;
                 order = plan.order.clone();
+                // A trial boot after an upgrade is decided from here on;
+                // a normal boot reports a trial GRUB rolled back.
+                if policy.manages_os {
+                    let _ =
+                        tokio::task::spawn_blocking(corral_sysd::os::trial::report_rollback).await;
+                    tokio::spawn(corral_sysd::os::trial::watch(
+                        engine.clone(),
+                        plan.defs.clone(),
+                        config.os.clone(),
+                    ));
+                }
                 info!(
                     "ready: {} service{} running, API on {} (uptime {} s, {} ms after start)",
                     up.len(),

@@ -57,11 +57,7 @@ fn uptime() -> Duration {
 
 /// Runs the trial of this boot, if it is one; returns when it is decided
 /// (a failed trial ends in a reboot).
-pub async fn watch(
-    engine: Arc<Engine>,
-    defs: BTreeMap<ServiceName, ServiceDef>,
-    os: OsConfig,
-) {
+pub async fn watch(engine: Arc<Engine>, defs: BTreeMap<ServiceName, ServiceDef>, os: OsConfig) {
     let boot = BootInfo::current();
     if !boot.trial {
         return;
@@ -157,7 +153,10 @@ async fn fail(disk: &BootDisk, version: &str, problems: &[String], deadline: Str
     record_verdict("failed");
     // GRUB already counted this boot (corral_tries=0): whatever reboots
     // now comes back on the previous slot.
-    if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), nix::sys::signal::Signal::SIGTERM) {
+    if let Err(e) = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(1),
+        nix::sys::signal::Signal::SIGTERM,
+    ) {
         error!("asking init to reboot: {e}");
     }
 }
@@ -275,7 +274,10 @@ pub fn report_rollback() {
         return;
     };
     let upgrade = env.get(slots::UPGRADE).unwrap_or("an upgrade").to_owned();
-    let why = match env.get(slots::OUTCOME).and_then(|o| o.strip_prefix("failed: ")) {
+    let why = match env
+        .get(slots::OUTCOME)
+        .and_then(|o| o.strip_prefix("failed: "))
+    {
         Some(reason) => reason.to_owned(),
         None => format!(
             "the trial boot of slot {failed} did not become healthy: it did not get as far as \

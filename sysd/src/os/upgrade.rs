@@ -79,8 +79,8 @@ pub fn check(bytes: &[u8]) -> Result<Upgrade, OsError> {
         )));
     }
     let keys = trusted_keys(&os_config())?;
-    let verified =
-        bundle::open(bytes, &keys).map_err(|e| OsError::Refused(format!("{e}; nothing was written")))?;
+    let verified = bundle::open(bytes, &keys)
+        .map_err(|e| OsError::Refused(format!("{e}; nothing was written")))?;
     let target = disk.current.other();
     let from = running_version();
     let summary = format!(
@@ -194,4 +194,3 @@ pub fn too_big(len: u64) -> Option<String> {
         )
     })
 }
-

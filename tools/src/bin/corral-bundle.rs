@@ -68,7 +68,12 @@ fn keygen(secret: &Path, public: &Path) -> Result<()> {
             .with_context(|| format!("reading {}", secret.display()))?;
         let sk = minisign::SecretKeyBox::from_string(&text)
             .and_then(|b| b.into_unencrypted_secret_key())
-            .with_context(|| format!("{} is not an unencrypted minisign secret key", secret.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is not an unencrypted minisign secret key",
+                    secret.display()
+                )
+            })?;
         let pk = minisign::PublicKey::from_secret_key(&sk)?;
         write_public(public, &pk)?;
         return Ok(());
