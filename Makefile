@@ -5,7 +5,8 @@
 #   make iso     out/corral.iso: the live system for BIOS and UEFI, CD or USB
 #   make disk    out/corral.img and out/corral.qcow2: the installed layout
 #   make release the ISO, the disk image and out/corral-VERSION.bundle, the
-#                signed upgrade for `corral os upgrade` (RELEASE_KEY signs)
+#                signed upgrade for `corral os upgrade` (RELEASE_KEY signs),
+#                and the same as an image to push, out/corral-VERSION.oci.tar
 #   make bench   benchmarks (boot time against a trivial init; containers
 #                against crun, runc and dockerd; config set/get against the bare
 #                operations; docker pull against skopeo copy)
@@ -133,8 +134,13 @@ disk: $(OUT)/corral.img $(OUT)/corral.qcow2
 $(OUT)/corral-$(VERSION).bundle: $(OUT)/bzImage $(OUT)/initramfs.img rootfs/etc/os-release $(OUT)/release.pub $(MKBUNDLE)
 	@$(STAGE) "upgrade bundle" $(MKBUNDLE) create --kernel $(OUT)/bzImage --initrd $(OUT)/initramfs.img \
 		--release rootfs/etc/os-release --secret $(RELEASE_KEY) --output $@
-release: iso disk $(OUT)/corral-$(VERSION).bundle
-	@ls -l $(OUT)/corral.iso $(OUT)/corral.img $(OUT)/corral.qcow2 $(OUT)/corral-$(VERSION).bundle
+# The same bundle as an image (an OCI archive holding /corral.bundle), to
+# push to a registry for `corral os upgrade IMAGE`.
+$(OUT)/corral-$(VERSION).oci.tar: $(OUT)/corral-$(VERSION).bundle $(MKBUNDLE)
+	@$(STAGE) "upgrade image" $(MKBUNDLE) image --bundle $< --name corral:$(VERSION) --output $@
+release: iso disk $(OUT)/corral-$(VERSION).bundle $(OUT)/corral-$(VERSION).oci.tar
+	@ls -l $(OUT)/corral.iso $(OUT)/corral.img $(OUT)/corral.qcow2 $(OUT)/corral-$(VERSION).bundle \
+		$(OUT)/corral-$(VERSION).oci.tar
 
 run: kernel initramfs
 	qemu/run $(RUN_ARGS)

@@ -71,6 +71,15 @@ for image in "$out"/images/*.tar; do
     install -m 0644 "$image" usr/share/corral/images/
 done
 
+# Mozilla's CAs, as the user engine's image has them from Debian's
+# ca-certificates: what `corral os upgrade https://...` checks servers
+# against (os/fetch.rs).
+cas="$out/images/user-engine.d/usr/share/ca-certificates/mozilla"
+[ -d "$cas" ] || die "$cas not found (make images)"
+mkdir -p usr/share/ca-certificates
+cp -R "$cas" usr/share/ca-certificates/mozilla
+chmod -R u=rwX,go=rX usr/share/ca-certificates
+
 # The build's release key (public half): upgrades signed with it are
 # trusted unless the config names other keys ([os] trusted-keys).
 [ -f "$out/release.pub" ] || die "$out/release.pub not found (make: the release key)"

@@ -223,6 +223,29 @@ pub struct Verified {
     pub signed_by: String,
 }
 
+/// The version a bundle's manifest claims, *unverified*: for tools that
+/// only label or list bundles (the signature is checked by [`open`]).
+pub fn peek_version(bytes: &[u8]) -> Result<String, BundleError> {
+    let layout = BundleError::Layout;
+    let mut archive = tar::Archive::new(bytes);
+    let entries = archive
+        .entries()
+        .map_err(|e| layout(format!("not a tar archive ({e})")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| layout(format!("not a tar archive ({e})")))?;
+        if entry.path().is_ok_and(|p| p.as_os_str() == MANIFEST) {
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| layout(format!("reading {MANIFEST}: {e}")))?;
+            let m: Manifest =
+                serde_json::from_slice(&data).map_err(|e| layout(format!("{MANIFEST}: {e}")))?;
+            return Ok(m.version);
+        }
+    }
+    Err(layout(format!("it has no {MANIFEST}")))
+}
+
 /// Reads and checks a bundle against `trusted` keys.
 pub fn open(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, BundleError> {
     let layout = BundleError::Layout;
@@ -361,6 +384,8 @@ v0jA+984GLjMCkgxaTl1nYgO3rkZ80X7EXeJqj25Fn3kpFc5NBcalNo3N7aybPWGlLn9MOD1bMITd+le
         let bundle = s.bundle(&payload());
         let v = open(&bundle, &[s.trusted()]).unwrap();
         assert_eq!(v.manifest.version, "0.2");
+        assert_eq!(peek_version(&bundle).unwrap(), "0.2");
+        assert!(peek_version(b"words").is_err());
         assert_eq!(v.payload.initrd, payload().initrd);
         assert_eq!(v.payload.release, payload().release);
 

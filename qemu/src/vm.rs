@@ -223,6 +223,22 @@ impl Vm {
         .map_err(|e| self.fail(format!("waiting for {needle:?}: {e}")))
     }
 
+    /// Waits until every one of `needles` has appeared, in any order
+    /// (messages of concurrent tasks), and consumes up to the last.
+    pub fn wait_for_all(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration, VmError> {
+        self.wait_until(timeout, |bytes| {
+            needles
+                .iter()
+                .map(|n| find(bytes, n.as_bytes()).map(|i| i + n.len()))
+                .try_fold(0, |end, at| Some(end.max(at?)))
+        })
+        .map_err(|e| self.fail(format!("waiting for each of {needles:?}: {e}")))
+    }
+
     /// Waits for a whole line starting at `prefix` (anywhere in a line) and
     /// returns the time and the rest of the line after `prefix`.
     pub fn wait_line(

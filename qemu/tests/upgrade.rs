@@ -14,9 +14,10 @@
 //! the broken bundle (panic, rolled back by GRUB), then 0.2-test again with
 //! a health check that fails (rolled back at the deadline), then again with
 //! the kernel hung in a panic during the trial (the watchdog resets it,
-//! rolled back). The state disk's config survives all of it. The bundles
-//! are served over HTTP from the host, so `corral os upgrade URL` is the
-//! path taken.
+//! rolled back). The state disk's config and a file on it survive all of
+//! it. The first upgrade comes from a registry on the host (Debian's
+//! `docker-registry`, the image pushed by skopeo), the others over HTTP
+//! from the host (`corral os upgrade URL`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use corral_qemu::{out_dir, Boot, Drive, Firmware, Medium, Vm, VmConfig};
 
 mod common;
+use common::registry::{certificates, Registry};
 use common::{nocloud_drive, test_key, work_dir, OrFail, CMD};
 
 /// Firmware, GRUB and a boot under TCG.
@@ -104,6 +106,13 @@ fn make_bundles(dir: &Path) {
     let second = dir.join("initrd-0.2.img");
     std::fs::write(&second, initrd).unwrap();
     bundle(dir, "good.bundle", &second, &release, &key);
+    // The same as an image, as `make release` writes it.
+    run(Command::new(host_bin("corral-bundle"))
+        .arg("image")
+        .arg("--bundle")
+        .arg(dir.join("www/good.bundle"))
+        .args(["--name", "corral:0.2-test", "--output"])
+        .arg(dir.join("good.oci.tar")));
 
     // Broken: a signed initramfs the kernel cannot unpack.
     let junk = dir.join("junk.img");
@@ -129,21 +138,53 @@ fn make_bundles(dir: &Path) {
     std::fs::write(dir.join("www/tampered.bundle"), tampered).unwrap();
 }
 
-/// Python's HTTP server on the host, which the guest reaches as 10.0.2.2.
-struct Server(Child, u16);
+/// Pushes an OCI archive to the test's registry with skopeo (Debian's),
+/// as a release would be published.
+fn push(archive: &Path, registry: &Registry, name: &str) {
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://127.0.0.1:{}/{name}", registry.port)));
+}
+
+/// Python's HTTP server on the host, which the guest reaches as 10.0.2.2;
+/// over TLS with `tls` (certificate, key).
+struct Server(Child, u16, &'static str);
 
 impl Server {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    fn start_with(dir: &Path, tls: Option<(&Path, &Path)>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
+        let mut python = Command::new("python3");
+        match tls {
+            None => {
+                python
+                    .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                    .arg(port.to_string())
+                    .arg("--directory")
+                    .arg(dir);
+            }
+            Some((cert, key)) => {
+                python.arg("-c").arg(
+                    "import functools, http.server, ssl, sys\n\
+                     h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
+                     s = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), h)\n\
+                     c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+                     c.load_cert_chain(sys.argv[3], sys.argv[4])\n\
+                     s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+                     s.serve_forever()\n",
+                );
+                python.arg(port.to_string()).arg(dir).arg(cert).arg(key);
+            }
+        }
+        let child = python
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -154,11 +195,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self(child, port)
+        Self(child, port, if tls.is_some() { "https" } else { "http" })
     }
 
     fn url(&self, name: &str) -> String {
-        format!("http://10.0.2.2:{}/{name}", self.1)
+        format!("{}://10.0.2.2:{}/{name}", self.2, self.1)
     }
 }
 
@@ -190,11 +231,32 @@ fn next_boot(vm: &mut Vm, slot: &str, trial: bool) {
     vm.wait_for("sysd: ready: ", BOOT).or_fail();
 }
 
+/// Waits for the previous slot to boot again and report the rollback
+/// (the report and "ready" come from concurrent tasks, in either order).
+fn rolled_back_to(vm: &mut Vm, slot: &str) {
+    vm.wait_for(&format!("corral-init: booted from slot {slot}"), ROLLBACK)
+        .or_fail();
+    vm.wait_for_all(&["sysd: ready: ", "UPGRADE ROLLED BACK"], BOOT)
+        .or_fail();
+}
+
 #[test]
 fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
     let dir = work_dir("upgrade");
     make_bundles(&dir);
     let server = Server::start(&dir.join("www"));
+    // HTTPS with a certificate of a CA the machine does not know.
+    let (_, cert, cert_key) = certificates(&dir);
+    let https = Server::start_with(&dir.join("www"), Some((&cert, &cert_key)));
+    let registry = Registry::new(&dir, "registry", None, None);
+    push(&dir.join("good.oci.tar"), &registry, "corral:0.2-test");
+    // An image that is not an upgrade: a system image of this build.
+    push(
+        &out_dir().join("images/busybox.tar"),
+        &registry,
+        "corral:busybox",
+    );
+    let image = |tag: &str| format!("10.0.2.2:{}/corral:{tag}", registry.port);
     let (_key, public) = test_key(&dir);
     let disk = dir.join("disk.qcow2");
     run(Command::new("qemu-img")
@@ -226,8 +288,15 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         "slot B is empty: {v}"
     );
     let first = v["version"].as_str().unwrap().to_owned();
-    // Something on the state disk that must survive every upgrade.
+    // Things on the state disk that must survive every upgrade (the
+    // console is a container: the host's files are under PID 1's root).
     vm.run_ok("corral config set hostname kept-across-upgrades", CMD)
+        .or_fail();
+    let kept = vm
+        .run_ok(
+            "head -c 1048576 /dev/urandom > /proc/1/root/var/lib/corral/kept && sync && sha256sum /proc/1/root/var/lib/corral/kept",
+            CMD,
+        )
         .or_fail();
 
     // Refused before anything is written.
@@ -246,16 +315,53 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         );
     }
     let o = vm
+        .run(
+            &format!("corral os upgrade {}", https.url("good.bundle")),
+            CMD,
+        )
+        .or_fail();
+    assert!(
+        o.status != 0
+            && o.output.contains("UnknownIssuer")
+            && o.output.contains("nothing was written"),
+        "an unknown CA accepted: {}",
+        o.output
+    );
+    let o = vm
         .run("corral os upgrade /tmp/no-such.bundle", CMD)
         .or_fail();
     assert!(o.output.contains("/tmp/no-such.bundle"), "{}", o.output);
+    // From a registry, which the machine's [user-engine] settings reach.
+    vm.run_ok(
+        &format!(
+            r#"corral config set user-engine.insecure-registries '["10.0.2.2:{}"]'"#,
+            registry.port
+        ),
+        CMD,
+    )
+    .or_fail();
+    for (tag, want) in [
+        ("busybox", "the image has no /corral.bundle"),
+        ("no-such-tag", "not found"),
+    ] {
+        let o = vm
+            .run(&format!("corral os upgrade {}", image(tag)), CMD)
+            .or_fail();
+        assert_ne!(o.status, 0, "{tag} accepted: {}", o.output);
+        assert!(
+            o.output.contains(want) && o.output.contains("nothing was written"),
+            "{tag}: {}",
+            o.output
+        );
+    }
     let v = version(&mut vm);
     assert_eq!(v["other"]["version"], serde_json::Value::Null, "{v}");
 
-    // The second build: written to slot B, tried, healthy, promoted.
+    // The second build, from the registry: written to slot B, tried,
+    // healthy, promoted.
     let o = vm
         .run_ok(
-            &format!("corral os upgrade {}", server.url("good.bundle")),
+            &format!("corral os upgrade {}", image("0.2-test")),
             Duration::from_secs(300),
         )
         .or_fail();
@@ -285,6 +391,11 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         vm.run_ok("hostname", CMD).or_fail().trim(),
         "kept-across-upgrades"
     );
+    assert_eq!(
+        vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
+            .or_fail(),
+        kept
+    );
     let text = vm.run_ok("corral os version", CMD).or_fail();
     assert!(
         text.contains("Corral 0.2-test") && text.contains("promoted"),
@@ -299,8 +410,7 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
     )
     .or_fail();
     vm.wait_for("Kernel panic", ROLLBACK).or_fail();
-    next_boot(&mut vm, "B", false);
-    vm.wait_for("UPGRADE ROLLED BACK", CMD).or_fail();
+    rolled_back_to(&mut vm, "B");
     let v = version(&mut vm);
     assert_eq!(v["version"], "0.2-test", "{v}");
     let outcome = v["outcome"].as_str().unwrap();
@@ -326,8 +436,7 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
     next_boot(&mut vm, "A", true);
     vm.wait_for("rebooting into the previous slot", ROLLBACK)
         .or_fail();
-    next_boot(&mut vm, "B", false);
-    vm.wait_for("UPGRADE ROLLED BACK", CMD).or_fail();
+    rolled_back_to(&mut vm, "B");
     let v = version(&mut vm);
     let outcome = v["outcome"].as_str().unwrap();
     assert!(
@@ -355,8 +464,7 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         Duration::from_secs(5),
     )
     .ok();
-    next_boot(&mut vm, "B", false);
-    vm.wait_for("UPGRADE ROLLED BACK", CMD).or_fail();
+    rolled_back_to(&mut vm, "B");
     let v = version(&mut vm);
     assert_eq!(v["version"], "0.2-test", "{v}");
     assert!(
@@ -366,6 +474,11 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
     assert_eq!(
         vm.run_ok("hostname", CMD).or_fail().trim(),
         "kept-across-upgrades"
+    );
+    assert_eq!(
+        vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
+            .or_fail(),
+        kept
     );
 
     // By hand: back to the first build in slot... A holds 0.2-test now

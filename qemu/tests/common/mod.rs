@@ -8,6 +8,7 @@ use std::time::Duration;
 use corral_qemu::{out_dir, Vm, VmError};
 
 pub mod docker;
+pub mod registry;
 
 /// How long a console command may take.
 pub const CMD: Duration = Duration::from_secs(60);

@@ -25,6 +25,7 @@ mod archive;
 pub mod build;
 mod commit;
 mod digest;
+mod layer_file;
 mod pull;
 pub mod reference;
 mod save;
@@ -40,6 +41,7 @@ use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 pub use commit::diff_tar;
+pub use layer_file::{find_file, LayerFile};
 pub use pull::{Commit, Pulled, PulledLayer, StagedLayer};
 pub use unpack::{unpack_layer, Unpacked};
 

@@ -38,23 +38,7 @@ type Fail = String;
 /// Unpacks a (gzip, zstd or plain) layer tarball into `dest`, which is
 /// created. Errors are plain messages; the caller names the layer.
 pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<Unpacked, String> {
-    let mut reader = BufReader::with_capacity(128 << 10, reader);
-    let magic = reader
-        .fill_buf()
-        .map_err(|e| format!("reading: {e}"))?
-        .get(..4)
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default();
-    let decompressed: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(reader).map_err(|e| format!("zstd: {e}"))?,
-        )
-    } else {
-        Box::new(reader)
-    };
-    let mut hashing = Hashing::new(decompressed);
+    let mut hashing = Hashing::new(decompressed(reader)?);
     fs::DirBuilder::new()
         .mode(0o755)
         .create(dest)
@@ -64,6 +48,27 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<Unpacked, String> 
         .finish()
         .map_err(|e| format!("reading after the end of the tar stream: {e}"))?;
     Ok(Unpacked { diff_id, size })
+}
+
+/// A layer's tar stream, whichever way it is compressed (gzip, zstd or
+/// none: told by its first bytes, as Docker does).
+pub(crate) fn decompressed<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
+    let mut reader = BufReader::with_capacity(128 << 10, reader);
+    let magic = reader
+        .fill_buf()
+        .map_err(|e| format!("reading: {e}"))?
+        .get(..4)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader).map_err(|e| format!("zstd: {e}"))?,
+        )
+    } else {
+        Box::new(reader)
+    })
 }
 
 fn unpack_tar(reader: &mut dyn Read, dest: &Path) -> Result<u64, Fail> {
@@ -250,7 +255,7 @@ fn set_mtime(p: &Path, mtime: i64) -> nix::Result<()> {
 }
 
 /// The entry's path relative to the layer root; `..` is refused.
-fn clean(p: &Path) -> Result<PathBuf, Fail> {
+pub(crate) fn clean(p: &Path) -> Result<PathBuf, Fail> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

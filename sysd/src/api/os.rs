@@ -2,7 +2,9 @@
 //!
 //! `GET /corral/os` says what runs and from where, the other slot's
 //! version and the last upgrade with its outcome. `POST
-//! /corral/os/upgrade?reboot=1` takes a signed bundle as the body and
+//! /corral/os/upgrade?reboot=1` takes a signed bundle as the body (or
+//! fetches it: `url=` an http(s) URL, `image=` an image holding it as
+//! `/corral.bundle`) and
 //! streams its steps like the install below; a refusal (not signed by a
 //! trusted key, not a bundle, not an installed system) is a 400 before
 //! anything is written. `POST /corral/os/rollback?reboot=1` makes the
@@ -175,18 +177,38 @@ fn version_info() -> serde_json::Value {
 }
 
 async fn upgrade(req: Request<Incoming>) -> ApiResult {
-    let reboot = flag(&parse_query(req.uri().query()), "reboot");
+    let query = parse_query(req.uri().query());
+    let reboot = flag(&query, "reboot");
     let limit = corral_disk::bundle::MAX_SIZE as usize;
-    if let Some(len) = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        if let Some(msg) = upgrade::too_big(len) {
-            return Err(ApiError::new(413, msg));
+    let fetched = match (query.get("image"), query.get("url")) {
+        (Some(image), _) if !image.is_empty() => Some(Remote::Image(image.clone())),
+        (_, Some(url)) if !url.is_empty() => Some(Remote::Url(url.clone())),
+        _ => None,
+    };
+    let body = match fetched {
+        // The bundle is fetched here, on the host's network, with the
+        // machine's registry settings or CAs, once the system is known to
+        // be upgradable.
+        Some(remote) => {
+            tokio::task::spawn_blocking(upgrade::preflight)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(api_error)?;
+            Bytes::from(remote.fetch().await?)
         }
-    }
-    let body = read_body(req, limit).await?;
+        None => {
+            if let Some(len) = req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            {
+                if let Some(msg) = upgrade::too_big(len) {
+                    return Err(ApiError::new(413, msg));
+                }
+            }
+            read_body(req, limit).await?
+        }
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let (planned_tx, planned) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
@@ -240,6 +262,44 @@ async fn upgrade(req: Request<Incoming>) -> ApiResult {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// Where the system engine fetches a bundle from.
+enum Remote {
+    /// An image holding it as `/corral.bundle`.
+    Image(String),
+    /// An http:// or https:// URL.
+    Url(String),
+}
+
+impl Remote {
+    async fn fetch(self) -> Result<Vec<u8>, ApiError> {
+        let max = corral_disk::bundle::MAX_SIZE;
+        match self {
+            Remote::Image(image) => {
+                log::info!("upgrade: pulling the bundle from {image}");
+                crate::registry::file::read_file(
+                    &upgrade::registry_settings(),
+                    &image,
+                    upgrade::IMAGE_BUNDLE_PATH,
+                    max,
+                )
+                .await
+                .map_err(|e| ApiError::new(e.status(), format!("{e}; nothing was written")))
+            }
+            Remote::Url(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ApiError::bad(format!(
+                        "{url}: not an http:// or https:// URL"
+                    )));
+                }
+                log::info!("upgrade: downloading the bundle from {url}");
+                crate::os::fetch::download(&url, max)
+                    .await
+                    .map_err(api_error)
+            }
+        }
+    }
 }
 
 async fn rollback(req: Request<Incoming>) -> ApiResult {

@@ -2,7 +2,7 @@
 //! sees the machine's disks and the boot loaders (`/corral/os/...`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -105,11 +105,13 @@ pub enum OsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write a signed upgrade bundle (a file, or an http(s) URL) into the
+    /// Write a signed upgrade bundle (a file, a URL or an image) into the
     /// other slot and reboot into it on trial; it stays only if it becomes
     /// healthy.
     Upgrade {
-        /// The bundle: a path, or an http:// or https:// URL.
+        /// The bundle: a path, an http:// or https:// URL, or an image in a
+        /// registry that holds it as /corral.bundle (`make release` writes
+        /// one: out/corral-VERSION.oci.tar)
         source: String,
         /// Write it and leave the reboot for later.
         #[arg(long)]
@@ -134,16 +136,49 @@ pub async fn os_command(client: &Client, cmd: OsCmd, out: &mut impl Write) -> Re
             Ok(0)
         }
         OsCmd::Upgrade { source, no_reboot } => {
-            let bundle = read_source(&source).await?;
-            let path = format!("/corral/os/upgrade?reboot={}", u8::from(!no_reboot));
-            let response = client
-                .send(
-                    Method::POST,
-                    &path,
-                    http_body_util::Full::new(bytes::Bytes::from(bundle)).boxed(),
-                    Some("application/octet-stream"),
-                )
-                .await?;
+            let reboot = u8::from(!no_reboot);
+            let query = match Source::of(&source)? {
+                // The system engine fetches these: on the host's network,
+                // with the machine's registry settings and CAs.
+                Source::Image(image) => {
+                    writeln!(out, "pulling the bundle from {image}")?;
+                    Some(("image", image))
+                }
+                Source::Url(url) => {
+                    writeln!(out, "downloading {url}")?;
+                    Some(("url", url))
+                }
+                Source::File(_) => None,
+            };
+            out.flush()?;
+            let response = match query {
+                Some((key, value)) => {
+                    let path = format!(
+                        "/corral/os/upgrade?reboot={reboot}&{key}={}",
+                        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                    );
+                    client
+                        .send(
+                            Method::POST,
+                            &path,
+                            http_body_util::Empty::new().boxed(),
+                            None,
+                        )
+                        .await?
+                }
+                None => {
+                    let bundle = read_file(&source)?;
+                    let path = format!("/corral/os/upgrade?reboot={reboot}");
+                    client
+                        .send(
+                            Method::POST,
+                            &path,
+                            http_body_util::Full::new(bytes::Bytes::from(bundle)).boxed(),
+                            Some("application/octet-stream"),
+                        )
+                        .await?
+                }
+            };
             steps(response, "upgrade", out).await
         }
         OsCmd::Rollback { no_reboot } => {
@@ -175,55 +210,63 @@ pub async fn os_command(client: &Client, cmd: OsCmd, out: &mut impl Write) -> Re
     }
 }
 
-/// The bundle's bytes, from a file or downloaded. The signature, checked
-/// by the system engine, is what makes a bundle trusted, so a plain
-/// http:// mirror is as safe as https://.
-async fn read_source(source: &str) -> Result<Vec<u8>> {
+/// Where `corral os upgrade` takes the bundle from.
+#[derive(Debug, PartialEq, Eq)]
+enum Source<'a> {
+    File(&'a str),
+    Url(&'a str),
+    /// An image reference (`registry/corral:0.2`, or `docker://...` as
+    /// skopeo writes it).
+    Image(&'a str),
+}
+
+impl<'a> Source<'a> {
+    /// A path that exists is a file, whatever it looks like; so is one
+    /// that looks like a path (`/`, `.`, a `.bundle` name), which is then
+    /// reported missing rather than looked up in a registry.
+    fn of(s: &'a str) -> Result<Source<'a>> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return Ok(Source::Url(s));
+        }
+        if let Some(image) = s.strip_prefix("docker://") {
+            return Ok(Source::Image(image));
+        }
+        if Path::new(s).exists()
+            || s.starts_with('/')
+            || s.starts_with('.')
+            || s.ends_with(".bundle")
+            || s.contains("://")
+        {
+            return Ok(Source::File(s));
+        }
+        if s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c.is_ascii_uppercase())
+        {
+            bail!(
+                "{s:?} is neither a file, an http(s) URL nor an image reference \
+                 (registry/name:tag, in lower case)"
+            );
+        }
+        Ok(Source::Image(s))
+    }
+}
+
+/// The bundle's bytes, from a file (refused before it is read when it
+/// cannot be one).
+fn read_file(path: &str) -> Result<Vec<u8>> {
     let max = corral_disk::bundle::MAX_SIZE;
-    if !(source.starts_with("http://") || source.starts_with("https://")) {
-        let len = std::fs::metadata(source)
-            .with_context(|| format!("reading {source}"))?
-            .len();
-        if len > max {
-            bail!(
-                "{source}: {} MiB is more than a boot slot holds ({} MiB)",
-                len >> 20,
-                max >> 20
-            );
-        }
-        return std::fs::read(source).with_context(|| format!("reading {source}"));
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {path}"))?
+        .len();
+    if len > max {
+        bail!(
+            "{path}: {} MiB is more than a boot slot holds ({} MiB)",
+            len >> 20,
+            max >> 20
+        );
     }
-    crate::registry::init_tls();
-    let mut http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(30));
-    if source.starts_with("http://") {
-        // No TLS, so no need for the system's CA certificates (which a
-        // session may not have).
-        http = http.tls_certs_only([]);
-    }
-    let http = http.build().map_err(|e| {
-        anyhow::anyhow!(
-            "the HTTPS client: {} (download the bundle and give its path instead)",
-            crate::registry::error_chain(&e)
-        )
-    })?;
-    let fail = |e: reqwest::Error| {
-        anyhow::anyhow!("downloading {source}: {}", crate::registry::error_chain(&e))
-    };
-    let mut res = http.get(source).send().await.map_err(fail)?;
-    if !res.status().is_success() {
-        bail!("downloading {source}: the server answered {}", res.status());
-    }
-    let mut data = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(fail)? {
-        data.extend_from_slice(&chunk);
-        if data.len() as u64 > max {
-            bail!(
-                "{source}: more than a boot slot holds ({} MiB): not a Corral upgrade bundle",
-                max >> 20
-            );
-        }
-    }
-    Ok(data)
+    std::fs::read(path).with_context(|| format!("reading {path}"))
 }
 
 fn render_version(v: &Value) -> String {
@@ -261,4 +304,39 @@ fn render_version(v: &Value) -> String {
         t.push_str(&format!("error:        {e}\n"));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_source_is_a_file_a_url_or_an_image() {
+        assert_eq!(
+            Source::of("https://x/c.bundle").unwrap(),
+            Source::Url("https://x/c.bundle")
+        );
+        assert_eq!(
+            Source::of("http://10.0.2.2:8000/c").unwrap(),
+            Source::Url("http://10.0.2.2:8000/c")
+        );
+        // Looks like a path: a missing file, not a registry lookup.
+        for f in ["/tmp/no-such", "./c", "corral-0.2.bundle", "ftp://x/y"] {
+            assert_eq!(Source::of(f).unwrap(), Source::File(f), "{f}");
+        }
+        for i in [
+            "registry.lan:5000/corral:0.2",
+            "ghcr.io/me/corral@sha256:ab",
+            "corral:0.2",
+        ] {
+            assert_eq!(Source::of(i).unwrap(), Source::Image(i), "{i}");
+        }
+        assert_eq!(
+            Source::of("docker://reg/corral:1").unwrap(),
+            Source::Image("reg/corral:1")
+        );
+        for bad in ["", "Corral:1", "a b"] {
+            assert!(Source::of(bad).is_err(), "{bad:?}");
+        }
+    }
 }

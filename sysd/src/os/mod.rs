@@ -6,6 +6,7 @@
 //! ([`trial`]).
 
 pub mod boot;
+pub mod fetch;
 pub mod install;
 pub mod medium;
 pub mod slots;

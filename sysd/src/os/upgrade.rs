@@ -66,8 +66,9 @@ pub struct Upgrade {
     pub summary: String,
 }
 
-/// Checks an upgrade; nothing is written.
-pub fn check(bytes: &[u8]) -> Result<Upgrade, OsError> {
+/// Whether this system can be upgraded at all (an installed disk, not on
+/// an undecided trial): checked before a bundle is downloaded.
+pub fn preflight() -> Result<BootDisk, OsError> {
     let boot = BootInfo::current();
     let disk = BootDisk::find(&boot)?;
     let env = disk.env()?;
@@ -78,6 +79,29 @@ pub fn check(bytes: &[u8]) -> Result<Upgrade, OsError> {
             disk.current
         )));
     }
+    Ok(disk)
+}
+
+/// The registry settings an upgrade image is pulled with: the user
+/// engine's (`[user-engine]` insecure registries, mirrors, CAs and
+/// logins), so one set of registry settings serves the machine.
+pub fn registry_settings() -> crate::registry::Settings {
+    let c = match Config::load(corral_config::effective_path()) {
+        Ok(c) => c.user_engine,
+        Err(e) => {
+            log::warn!("{e}; pulling the upgrade with the default registry settings");
+            Default::default()
+        }
+    };
+    crate::registry::Settings::from_config(&c)
+}
+
+/// Where an upgrade image carries its bundle.
+pub const IMAGE_BUNDLE_PATH: &str = "corral.bundle";
+
+/// Checks an upgrade; nothing is written.
+pub fn check(bytes: &[u8]) -> Result<Upgrade, OsError> {
+    let disk = preflight()?;
     let keys = trusted_keys(&os_config())?;
     let verified = bundle::open(bytes, &keys)
         .map_err(|e| OsError::Refused(format!("{e}; nothing was written")))?;

@@ -16,6 +16,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference};
 
 pub mod auth;
+pub mod file;
 mod progress;
 pub mod pull;
 pub mod push;

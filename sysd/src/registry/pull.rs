@@ -50,6 +50,71 @@ impl Plan {
     pub fn shown(&self) -> &str {
         &self.shown
     }
+
+    /// The image's layers, bottom first.
+    pub fn layers(&self) -> &[OciDescriptor] {
+        &self.manifest.layers
+    }
+
+    /// One blob, in memory, checked against its size and digest; at most
+    /// `max` bytes (a larger one is refused before it is fetched).
+    pub async fn blob(&self, layer: &OciDescriptor, max: u64) -> Result<Vec<u8>, Error> {
+        let blob_err =
+            |m: String| Error::Registry(format!("{} (blob {}): {m}", self.shown, layer.digest));
+        let total = layer.size.max(0) as u64;
+        if total > max {
+            return Err(blob_err(format!(
+                "{} MiB, more than the {} MiB allowed",
+                total >> 20,
+                max >> 20
+            )));
+        }
+        let registry = self.reference.resolve_registry().to_owned();
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference, layer)
+            .await
+            .map_err(|e| {
+                Error::from_oci(
+                    &format!("{} (blob {})", self.shown, layer.digest),
+                    &registry,
+                    e,
+                )
+            })?;
+        let mut data = Vec::with_capacity(total as usize);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => data.extend_from_slice(&c),
+                // All in: oci-client's own digest check failed; ours says so.
+                Err(_) if data.len() as u64 == total => break,
+                Err(e) => {
+                    return Err(blob_err(format!(
+                        "the download from {registry} broke off after {} of {total} bytes: {}",
+                        data.len(),
+                        super::error_chain(&e)
+                    )))
+                }
+            }
+            if data.len() as u64 > total {
+                return Err(blob_err(format!(
+                    "{registry} sent more than the {total} bytes the manifest gives"
+                )));
+            }
+        }
+        if data.len() as u64 != total {
+            return Err(blob_err(format!(
+                "truncated: {registry} sent {} of {total} bytes",
+                data.len()
+            )));
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        if actual != layer.digest {
+            return Err(blob_err(format!(
+                "the registry sent content with digest {actual}"
+            )));
+        }
+        Ok(data)
+    }
 }
 
 /// Finds the image in its registry (or a mirror) and fetches its manifest

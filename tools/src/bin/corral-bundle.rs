@@ -47,6 +47,18 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Wrap a bundle as a container image (an OCI archive holding it as
+    /// /corral.bundle), to publish with `skopeo copy` or `docker push`
+    /// for `corral os upgrade IMAGE`
+    Image {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The image's name inside the archive
+        #[arg(long, default_value = "corral:latest")]
+        name: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -59,7 +71,51 @@ fn main() -> Result<()> {
             secret,
             output,
         } => create(&kernel, &initrd, &release, &secret, &output),
+        Cmd::Image {
+            bundle,
+            name,
+            output,
+        } => image(&bundle, &name, &output),
     }
+}
+
+fn image(bundle_path: &Path, name: &str, out: &Path) -> Result<()> {
+    let data =
+        std::fs::read(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?;
+    // Only a well-formed bundle goes in (its signature is the upgrading
+    // system's to check, against its own keys).
+    let version = bundle::peek_version(&data)
+        .with_context(|| format!("{} is not a Corral upgrade bundle", bundle_path.display()))?;
+    // The layer's tree, beside the output and gone after.
+    let root = out.with_extension("rootfs.d");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::write(root.join("corral.bundle"), &data)?;
+    std::fs::set_permissions(
+        root.join("corral.bundle"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    let spec = corral_image::build::ImageConfigSpec {
+        labels: [
+            ("io.corral.bundle".to_owned(), "/corral.bundle".to_owned()),
+            (
+                "org.opencontainers.image.version".to_owned(),
+                version.clone(),
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let written = corral_image::build::write_oci_archive(&root, name, &spec, out)
+        .with_context(|| format!("writing {}", out.display()));
+    let _ = std::fs::remove_dir_all(&root);
+    let id = written?;
+    println!(
+        "{}: image {name} ({}) holding the Corral {version} bundle",
+        out.display(),
+        &id[..19.min(id.len())]
+    );
+    Ok(())
 }
 
 fn keygen(secret: &Path, public: &Path) -> Result<()> {
