@@ -163,8 +163,9 @@ test: lint unit boot-test
 
 bench: bench-boot bench-containers bench-config bench-images bench-build
 
-bench-boot: kernel initramfs
+bench-boot: kernel initramfs iso disk $(OUT)/corral-$(VERSION).bundle
 	@$(STAGE) "boot benchmark" $(HOST_BIN)/corral-bench boot --runs $${RUNS:-10}
+	@$(STAGE) "firmware and upgrade benchmark" $(HOST_BIN)/corral-bench firmware --runs $${RUNS:-5}
 
 clean:
 	rm -rf $(OUT)

@@ -72,13 +72,14 @@ for image in "$out"/images/*.tar; do
 done
 
 # Mozilla's CAs, as the user engine's image has them from Debian's
-# ca-certificates: what `corral os upgrade https://...` checks servers
-# against (os/fetch.rs).
+# ca-certificates, where TLS clients look (every file in /etc/ssl/certs):
+# what the system engine checks servers against when `corral os upgrade`
+# fetches a bundle over HTTPS or from a registry.
 cas="$out/images/user-engine.d/usr/share/ca-certificates/mozilla"
 [ -d "$cas" ] || die "$cas not found (make images)"
-mkdir -p usr/share/ca-certificates
-cp -R "$cas" usr/share/ca-certificates/mozilla
-chmod -R u=rwX,go=rX usr/share/ca-certificates
+mkdir -p etc/ssl
+cp -R "$cas" etc/ssl/certs
+chmod -R u=rwX,go=rX etc/ssl
 
 # The build's release key (public half): upgrades signed with it are
 # trusted unless the config names other keys ([os] trusted-keys).

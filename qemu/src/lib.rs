@@ -5,6 +5,7 @@
 
 pub mod accel;
 pub mod machine;
+pub mod nocloud;
 pub mod overlay;
 pub mod ssh;
 pub mod vm;

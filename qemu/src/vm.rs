@@ -180,6 +180,11 @@ impl Vm {
         })
     }
 
+    /// The host port forwarded to the guest's sshd.
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -110,18 +110,7 @@ pub fn run_host(program: &str, args: &[&str]) {
     assert!(st.success(), "{program} {args:?}: {st}");
 }
 
-/// A NoCloud config drive as cloud-localds makes it: a FAT filesystem
-/// labelled `cidata` with `user-data` and `meta-data`.
+/// A NoCloud config drive with `user_data` (see `corral_qemu::nocloud`).
 pub fn nocloud_drive(dir: &Path, user_data: &str) -> PathBuf {
-    let img = dir.join("cidata.img");
-    let ud = dir.join("user-data");
-    let md = dir.join("meta-data");
-    std::fs::write(&ud, user_data).unwrap();
-    std::fs::write(&md, "instance-id: corral-config-test\n").unwrap();
-    let img_s = img.to_str().unwrap();
-    run_host("/sbin/mkfs.vfat", &["-n", "cidata", "-C", img_s, "2048"]);
-    for (file, name) in [(&ud, "::user-data"), (&md, "::meta-data")] {
-        run_host("mcopy", &["-i", img_s, file.to_str().unwrap(), name]);
-    }
-    img
+    corral_qemu::nocloud::drive(dir, user_data).unwrap_or_else(|e| panic!("the config drive: {e}"))
 }

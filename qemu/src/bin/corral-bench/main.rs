@@ -28,6 +28,7 @@
 
 mod build;
 mod docker;
+mod firmware;
 mod images;
 
 use std::time::Duration;
@@ -71,6 +72,13 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Firmware to SSH for the ISO and the installed disk on SeaBIOS and
+    /// OVMF beside `-kernel`; upgrade and rollback to SSH.
+    Firmware {
+        /// Boots of each kind, and upgrades of each kind.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// `corral config set` and `get` against the bare operations.
     Config {
         /// Operations of each kind.
@@ -95,6 +103,7 @@ fn main() -> Result<()> {
         Bench::Containers { runs } => containers(runs),
         Bench::Build { runs } => build_bench(runs),
         Bench::Config { runs } => config_bench(runs),
+        Bench::Firmware { runs } => firmware::run(runs),
         Bench::Images { runs } => images::run(runs, &logs()),
     }
 }
@@ -176,6 +185,26 @@ fn ssh_once(
     config.drives = vec![Drive::new(disk)];
     let overlay = Overlay::new().config(config_text);
     let mut vm = Vm::boot(&config, Some(&overlay), &logs())?;
+    wait_banner(&vm, config.ssh_port, TIMEOUT)?;
+    let banner = vm.elapsed();
+    let out = vm.ssh("corral", key, "true", TIMEOUT)?;
+    let ready = vm.elapsed();
+    if !out.status.success() {
+        bail!("ssh true: {}", out.status);
+    }
+    let mut memory = None;
+    if measure {
+        // Let the services finish starting (udev's coldplug, DHCP) first.
+        let script = "for i in $(seq 120); do sudo corral system logs udev 2>&1 | grep -q 'coldplug done' && break; sleep 1; done; sleep 5; free -k; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo";
+        let out = vm.ssh("corral", key, script, TIMEOUT + TIMEOUT)?;
+        memory = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    vm.poweroff(TIMEOUT)?;
+    Ok((banner, ready, memory))
+}
+
+/// Waits until sshd on the forwarded `port` sends its banner.
+pub(crate) fn wait_banner(vm: &Vm, port: u16, timeout: Duration) -> Result<()> {
     // Wait for sshd's banner with short probes first: an ssh attempt made
     // before the guest has its address hangs in QEMU's forwarder until
     // ssh's own connect timeout, which would quantize the figure. A probe
@@ -183,11 +212,12 @@ fn ssh_once(
     // sshd sends its banner only after re-executing itself, which under
     // TCG on a slow host takes longer than one probe waits (a few are
     // kept, below sshd's MaxStartups).
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.ssh_port));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + timeout;
     let mut pending: std::collections::VecDeque<std::net::TcpStream> = Default::default();
-    'probe: loop {
-        if vm.elapsed() > TIMEOUT {
-            bail!("no SSH banner after {TIMEOUT:?}");
+    loop {
+        if std::time::Instant::now() > deadline {
+            bail!("{}: no SSH banner after {timeout:?}", vm.name());
         }
         if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
             if s.set_read_timeout(Some(Duration::from_millis(50))).is_ok() {
@@ -202,7 +232,7 @@ fn ssh_once(
             use std::io::Read;
             let mut buf = [0u8; 8];
             match s.read(&mut buf) {
-                Ok(n) if buf[..n].starts_with(b"SSH-") => break 'probe,
+                Ok(n) if buf[..n].starts_with(b"SSH-") => return Ok(()),
                 // Closed (nothing listens yet) or not a banner: drop it.
                 Ok(_) => {}
                 Err(e)
@@ -219,21 +249,6 @@ fn ssh_once(
         pending = still;
         std::thread::sleep(Duration::from_millis(50));
     }
-    let banner = vm.elapsed();
-    let out = vm.ssh("corral", key, "true", TIMEOUT)?;
-    let ready = vm.elapsed();
-    if !out.status.success() {
-        bail!("ssh true: {}", out.status);
-    }
-    let mut memory = None;
-    if measure {
-        // Let the services finish starting (udev's coldplug, DHCP) first.
-        let script = "for i in $(seq 120); do sudo corral system logs udev 2>&1 | grep -q 'coldplug done' && break; sleep 1; done; sleep 5; free -k; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo";
-        let out = vm.ssh("corral", key, script, TIMEOUT + TIMEOUT)?;
-        memory = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    vm.poweroff(TIMEOUT)?;
-    Ok((banner, ready, memory))
 }
 
 /// `used` from free's Mem: line and MemTotal - MemAvailable, in kB.
