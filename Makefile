@@ -157,7 +157,7 @@ unit: deps
 boot-test: kernel initramfs iso disk $(OUT)/corral-$(VERSION).bundle
 	@$(STAGE) "image build test" images/test-reproducible.sh $(OUT) $(HOST_BIN)/corral-mkimage
 	@$(STAGE) "ISO and disk image build test" metal/test-reproducible.sh $(OUT) $(MKDISK)
-	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build" "docker registry services engine metal"
+	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build upgrade" "docker registry services engine metal"
 
 test: lint unit boot-test
 

@@ -47,6 +47,16 @@ pub enum Machine {
     Q35,
 }
 
+/// SeaBIOS's `etc/sercon-port`: the serial port (COM1, 0x3f8) as a
+/// little-endian integer, in a file QEMU passes through fw_cfg.
+pub(crate) const SERCON_PORT: [u8; 2] = 0x3f8u16.to_le_bytes();
+
+/// Where [`SERCON_PORT`] is written for QEMU to read (the same for every
+/// VM; `Vm::boot` writes it).
+pub(crate) fn sercon_port_file() -> std::path::PathBuf {
+    std::env::temp_dir().join("corral-qemu-sercon-port")
+}
+
 impl Machine {
     fn virtio(self, device: &str) -> String {
         match self {
@@ -286,6 +296,15 @@ impl VmConfig {
                 push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
             }
             Boot::Firmware { firmware, medium } => {
+                if let Firmware::Bios = firmware {
+                    // SeaBIOS's own serial console: what the BIOS and boot
+                    // code print through the video BIOS (int 10h) goes to
+                    // the serial port too, as a server's console
+                    // redirection does; there is no screen here to see it.
+                    let port =
+                        format!("name=etc/sercon-port,file={}", sercon_port_file().display());
+                    push(&["-fw_cfg", &port]);
+                }
                 if let Firmware::Uefi { vars } = firmware {
                     let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
                     let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
@@ -505,6 +524,7 @@ mod tests {
         };
         let s = joined(&cd.qemu_args(Accel::Tcg, 1, Path::new("/i")));
         assert!(!s.contains("pflash"), "{s}");
+        assert!(s.contains("-fw_cfg name=etc/sercon-port,file="), "{s}");
         assert!(s.contains("-no-reboot"), "{s}");
         assert!(s.contains("-drive file=/o/corral.iso,format=raw,media=cdrom,if=none,id=boot,readonly=on -device ide-cd,drive=boot,bootindex=0"), "{s}");
 

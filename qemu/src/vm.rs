@@ -126,6 +126,19 @@ impl Vm {
                 ))?;
             }
         }
+        if let Boot::Firmware {
+            firmware: Firmware::Bios,
+            ..
+        } = &config.boot
+        {
+            let port = crate::machine::sercon_port_file();
+            if std::fs::read(&port).ok().as_deref() != Some(&crate::machine::SERCON_PORT[..]) {
+                let tmp = port.with_extension(format!("{}", std::process::id()));
+                std::fs::write(&tmp, crate::machine::SERCON_PORT)
+                    .and_then(|()| std::fs::rename(&tmp, &port))
+                    .map_err(io("writing SeaBIOS's serial console setting"))?;
+            }
+        }
         let accel = crate::accel::resolve(config.accel, &config.kernel);
         let khz = crate::accel::host_tsc_khz();
         let args = config.qemu_args(accel, khz, &initrd);
@@ -491,7 +504,16 @@ impl Vm {
             return Err(self.fail(format!("QEMU exited with {status}")));
         }
         let output = self.output();
-        if output.contains("Kernel panic") {
+        // With resets allowed, earlier boots may have panicked on purpose
+        // (a broken upgrade): only the last boot's kernel must not have.
+        let last_boot = if self.reboot {
+            output
+                .rfind(BOOT_BANNER)
+                .map_or(&output[..], |i| &output[i..])
+        } else {
+            &output[..]
+        };
+        if last_boot.contains("Kernel panic") {
             return Err(self.fail("the kernel panicked"));
         }
         // A reset that restarted the firmware instead of exiting QEMU shows

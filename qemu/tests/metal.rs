@@ -82,7 +82,7 @@ fn check_machine(vm: &mut Vm, uefi: bool) {
 }
 
 #[test]
-fn iso_boots_from_cd_on_bios_and_usb_on_uefi() {
+fn iso_boots_from_cd_and_usb_on_both_firmwares() {
     let dir = work_dir("metal-iso");
     let (key, public) = test_key(&dir);
     let iso = artifact("corral.iso");
@@ -145,6 +145,34 @@ fn iso_boots_from_cd_on_bios_and_usb_on_uefi() {
         head.iter().all(|b| *b == 0),
         "the blank disk was written to"
     );
+
+    // The other two: a CD on OVMF, a USB stick on SeaBIOS.
+    for (name, fw, medium) in [
+        (
+            "metal-iso-uefi-cd",
+            firmware("uefi-cd", &dir),
+            Medium::Cdrom(iso.clone()),
+        ),
+        (
+            "metal-iso-bios-usb",
+            Firmware::Bios,
+            Medium::Usb(Drive {
+                readonly: true,
+                ..Drive::new(&iso)
+            }),
+        ),
+    ] {
+        let vm = boot(name, fw, medium, vec![config_drive(&dir, &public)]);
+        assert!(
+            vm.output()
+                .contains("corral-init: live system: booted from the ISO, root in RAM"),
+            "{}",
+            vm.fail("no live-system line")
+        );
+        assert_eq!(ssh_ok(&vm, &key, "id -un").trim(), "corral", "{name}");
+        let mut vm = vm;
+        vm.poweroff(EXIT).or_fail();
+    }
 }
 
 #[test]
@@ -239,14 +267,22 @@ fn install_from_the_iso_onto_a_blank_disk() {
         f.write_all(&[0x55, 0xaa]).unwrap();
     }
     let drive = config_drive(&dir, &public);
+    // A disk whose install is cut short by a power cut.
+    let cut = dir.join("cut.raw");
+    blank_disk(&cut, 3072);
 
-    // The live system from the ISO, with the two disks (vda, vdb) and the
-    // config drive (vdc).
+    // The live system from the ISO, with the two disks (vda, vdb), the
+    // config drive (vdc) and the disk to cut (vdd).
     let mut vm = boot(
         "metal-install-live",
         Firmware::Bios,
-        Medium::Cdrom(iso),
-        vec![Drive::new(&target), Drive::new(&used), drive],
+        Medium::Cdrom(iso.clone()),
+        vec![
+            Drive::new(&target),
+            Drive::new(&used),
+            drive.clone(),
+            Drive::new(&cut),
+        ],
     );
     // The installed machine's config: its own host name and the key.
     let config = format!("hostname = \"installed\"\n[ssh]\nauthorized-keys = [\"{public}\"]\n");
@@ -307,6 +343,77 @@ fn install_from_the_iso_onto_a_blank_disk() {
     ] {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
     }
+    // A power cut in the middle of an install: the machine is killed once
+    // the state partition is being formatted (after the tables, before
+    // the slot and the boot loaders).
+    vm.send("corral install --device /dev/vdd --config /tmp/install.toml\n")
+        .or_fail();
+    vm.wait_for("formatting the state partition /dev/vdd5", CMD)
+        .or_fail();
+    vm.kill();
+    let head = std::fs::read(&cut).unwrap();
+    assert!(
+        head[32..].starts_with(b"Corral: the installation on this disk did not finish"),
+        "the cut disk does not say it is unfinished"
+    );
+    // Booted alone, it says so (SeaBIOS prints the boot code's message on
+    // the serial console) instead of booting half a system.
+    let mut cfg = VmConfig::corral("metal-install-cut").expect("a free port");
+    cfg.boot = Boot::Firmware {
+        firmware: Firmware::Bios,
+        medium: Medium::Disk(Drive {
+            format: "raw".into(),
+            ..Drive::new(&cut)
+        }),
+    };
+    let mut vm = Vm::boot(&cfg, None, &out_dir().join("test-logs")).or_fail();
+    // (One screen line: SeaBIOS wraps the rest at 80 columns.)
+    vm.wait_for(
+        "Corral: the installation on this disk did not finish, so it does not boot.",
+        BOOT,
+    )
+    .or_fail();
+    assert!(!vm.output().contains("Linux version"), "it booted a kernel");
+    vm.kill();
+    // Rerun from the ISO: recognised and completed without --force.
+    let mut vm = boot(
+        "metal-install-rerun",
+        Firmware::Bios,
+        Medium::Cdrom(iso),
+        vec![Drive::new(&cut), drive],
+    );
+    vm.run_ok(
+        &format!(
+            "printf '{}' > /tmp/install.toml",
+            config.replace('\n', "\\n")
+        ),
+        CMD,
+    )
+    .or_fail();
+    let out = vm
+        .run_ok(
+            "corral install --device /dev/vda --config /tmp/install.toml",
+            Duration::from_secs(300),
+        )
+        .or_fail();
+    assert!(
+        out.contains("which holds an interrupted Corral install, to complete it")
+            && out.contains("(the interrupted install is complete)"),
+        "{out}"
+    );
+    vm.poweroff(EXIT).or_fail();
+
+    // The completed disk alone, on SeaBIOS.
+    let mut vm = boot(
+        "metal-install-bios",
+        Firmware::Bios,
+        Medium::Disk(Drive {
+            format: "raw".into(),
+            ..Drive::new(&cut)
+        }),
+        vec![],
+    );
+    assert_eq!(ssh_ok(&vm, &key, "hostname").trim(), "installed");
     vm.poweroff(EXIT).or_fail();
 
     // The installed disk alone, on UEFI: no ISO, no config drive; the

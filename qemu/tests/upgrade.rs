@@ -222,6 +222,17 @@ fn version(vm: &mut Vm) -> serde_json::Value {
 }
 
 /// Waits for the next boot's engine (the console shell is back then too).
+/// The digest from `sha256sum`'s line about the kept file (kernel and
+/// init messages may share the console with it).
+fn kept_digest(output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.ends_with("/var/lib/corral/kept"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no sha256sum line in {output:?}"))
+        .to_owned()
+}
+
 fn next_boot(vm: &mut Vm, slot: &str, trial: bool) {
     let line = format!(
         "corral-init: booted from slot {slot}{}",
@@ -292,12 +303,13 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
     // console is a container: the host's files are under PID 1's root).
     vm.run_ok("corral config set hostname kept-across-upgrades", CMD)
         .or_fail();
-    let kept = vm
-        .run_ok(
+    let kept = kept_digest(
+        &vm.run_ok(
             "head -c 1048576 /dev/urandom > /proc/1/root/var/lib/corral/kept && sync && sha256sum /proc/1/root/var/lib/corral/kept",
             CMD,
         )
-        .or_fail();
+        .or_fail(),
+    );
 
     // Refused before anything is written.
     for (name, want) in [
@@ -392,8 +404,10 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         "kept-across-upgrades"
     );
     assert_eq!(
-        vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
-            .or_fail(),
+        kept_digest(
+            &vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
+                .or_fail()
+        ),
         kept
     );
     let text = vm.run_ok("corral os version", CMD).or_fail();
@@ -476,8 +490,10 @@ fn signed_upgrades_are_tried_once_and_roll_back_on_their_own() {
         "kept-across-upgrades"
     );
     assert_eq!(
-        vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
-            .or_fail(),
+        kept_digest(
+            &vm.run_ok("sha256sum /proc/1/root/var/lib/corral/kept", CMD)
+                .or_fail()
+        ),
         kept
     );
 
