@@ -1,14 +1,14 @@
 #!/bin/sh
 # Install the Debian packages Corral's build, run and tests need, if any is
 # missing (dosfstools, mtools: the boot tests' NoCloud config drive; crun, runc:
-# the peers of `make bench-containers`; docker-compose and python3-paramiko, which its docker-py needs for ssh:// even when it runs ssh itself: the compose boot test; bzip2: the build test's ADD of a .tar.bz2; grub-*, xorriso, ovmf: `make iso` and `make disk`, and booting them under UEFI). As root it runs apt-get; otherwise it prints the command.
+# the peers of `make bench-containers`; docker-compose and python3-paramiko, which its docker-py needs for ssh:// even when it runs ssh itself: the compose boot test; bzip2: the build test's ADD of a .tar.bz2; grub-*, xorriso, ovmf: `make iso` and `make disk`, and booting them under UEFI; ssh-audit: the services boot test audits the guest's sshd). As root it runs apt-get; otherwise it prints the command.
 set -eu
 
 packages="
     qemu-system-x86 qemu-utils
     busybox-static tini cpio zstd file
     linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils make gcc
-    openssh-client skopeo docker-registry
+    openssh-client skopeo docker-registry ssh-audit
     dosfstools mtools
     crun runc
     docker-compose python3-paramiko

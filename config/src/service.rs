@@ -403,6 +403,74 @@ impl From<Bind> for String {
     }
 }
 
+/// Mount options a tmpfs may have (`--tmpfs /run:size=64m,mode=1777`),
+/// shared by the system config's `tmpfs` and the Docker API's.
+pub const TMPFS_OPTIONS: &[&str] = &[
+    "rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
+];
+/// Options that take a value (`size=16m`).
+pub const TMPFS_VALUES: &[&str] = &["size", "mode", "uid", "gid", "nr_inodes", "nr_blocks"];
+
+/// Checks a tmpfs's comma-separated options, returning them as a list.
+pub fn tmpfs_options(target: &str, options: &str) -> Result<Vec<String>, InvalidValue> {
+    let mut out = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        let key = o.split('=').next().unwrap_or(o);
+        let ok = if o.contains('=') {
+            TMPFS_VALUES.contains(&key)
+        } else {
+            TMPFS_OPTIONS.contains(&o)
+        };
+        if !ok {
+            return Err(InvalidValue::new(format!(
+                "{target}: the tmpfs option {o:?} is not supported ({}, {}=...)",
+                TMPFS_OPTIONS.join(", "),
+                TMPFS_VALUES.join("=..., ")
+            )));
+        }
+        out.push(o.to_owned());
+    }
+    Ok(out)
+}
+
+/// A private tmpfs, `"TARGET[:OPTIONS]"` as Docker's `--tmpfs`: where a
+/// service with a read-only root writes what it need not keep (always
+/// `nosuid,nodev`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Tmpfs {
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+impl TryFrom<String> for Tmpfs {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let (target, opts) = s.split_once(':').unwrap_or((&s, ""));
+        if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+            return Err(InvalidValue::new(format!(
+                "tmpfs {s:?}: the target {target:?} must be an absolute path without '..'"
+            )));
+        }
+        let options = tmpfs_options(target, opts)
+            .map_err(|e| InvalidValue::new(format!("tmpfs {s:?}: {e}")))?;
+        Ok(Self {
+            target: target.to_owned(),
+            options,
+        })
+    }
+}
+
+impl From<Tmpfs> for String {
+    fn from(t: Tmpfs) -> Self {
+        if t.options.is_empty() {
+            t.target
+        } else {
+            format!("{}:{}", t.target, t.options.join(","))
+        }
+    }
+}
+
 /// A host device made available in the container,
 /// `"HOST_PATH[:CONTAINER_PATH][:PERMISSIONS]"` as Docker's `--device`:
 /// permissions are a combination of `r`, `w` and `m` (default `rwm`).
@@ -561,7 +629,11 @@ pub struct ServiceDef {
     pub devices: Option<Vec<Device>>,
     /// Bind the host's whole /dev instead of a minimal private one.
     pub host_dev: Option<bool>,
+    /// The image's files cannot be changed (default false; every built-in
+    /// service has it, or a reason why not).
     pub readonly_rootfs: Option<bool>,
+    /// Private tmpfs mounts (`"/run:mode=0755"`), for a read-only root.
+    pub tmpfs: Option<Vec<Tmpfs>>,
     /// Run a minimal init (tini) as PID 1 that reaps zombies and forwards
     /// signals, like `docker run --init`.
     pub init: Option<bool>,
@@ -609,6 +681,7 @@ impl ServiceDef {
             devices,
             host_dev,
             readonly_rootfs,
+            tmpfs,
             init,
             restart,
             max_retries,
@@ -741,6 +814,27 @@ mod tests {
         assert_eq!(ByteSize::bytes(1000).to_string(), "1000");
         for bad in ["", "M", "-1M", "12 parsecs", "1e400"] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_mounts() {
+        let t = Tmpfs::try_from("/run:mode=0755,size=16m".to_owned()).unwrap();
+        assert_eq!(t.target, "/run");
+        assert_eq!(t.options, ["mode=0755", "size=16m"]);
+        assert_eq!(String::from(t), "/run:mode=0755,size=16m");
+        assert_eq!(
+            String::from(Tmpfs::try_from("/tmp".to_owned()).unwrap()),
+            "/tmp"
+        );
+        for (bad, why) in [
+            ("tmp", "absolute"),
+            ("/a/../b", "'..'"),
+            ("/tmp:exec,bogus", "\"bogus\" is not supported"),
+            ("/tmp:colour=red", "\"colour=red\" is not supported"),
+        ] {
+            let e = Tmpfs::try_from(bad.to_owned()).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

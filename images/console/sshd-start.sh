@@ -5,7 +5,9 @@ set -eu
 keys=/var/lib/corral/ssh
 mkdir -p "$keys" /run/sshd
 chmod 0755 /run/sshd
-for t in ed25519 ecdsa; do
+# /run is this container's own tmpfs: the link docker's clients look for.
+ln -sfn /run/corral/docker/docker.sock /run/docker.sock
+for t in ed25519; do
     key=$keys/ssh_host_${t}_key
     if [ ! -s "$key" ] || [ ! -s "$key.pub" ]; then
         rm -f "$key" "$key.pub"

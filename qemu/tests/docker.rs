@@ -435,11 +435,7 @@ fn docker_cli_over_ssh() {
         !recent.is_empty() && recent.lines().count() < all.lines().count(),
         "--since 4s: {recent}"
     );
-    ssh_ok(
-        &vm,
-        &key,
-        "sudo kill -9 $(sudo corral system inspect user-engine | sed -n 's/.*\"Pid\": \\([0-9]*\\).*/\\1/p')",
-    );
+    ssh_ok(&vm, &key, "sudo corral system kill user-engine");
     // Down for a few seconds while the system engine restarts it.
     std::thread::sleep(Duration::from_secs(5));
     docker.wait_ready(&vm, BOOT);
@@ -719,16 +715,50 @@ fn docker_cli_over_ssh() {
         o.stderr
     );
 
+    // Isolation: root in a container, even with every capability short
+    // of --privileged, can make a node for the state disk but not open it
+    // (the device filter), cannot mount (seccomp), and finds neither
+    // engine's socket nor the host's /run/corral.
+    let o = docker.ok(
+        &vm,
+        &[
+            "run",
+            "--rm",
+            "--cap-add",
+            "ALL",
+            "corral-test:1",
+            "sh",
+            "-c",
+            "d=$(cat /sys/class/block/vda/dev) && mknod /disk b ${d%:*} ${d#*:} && echo made-node; \
+             head -c 1 /disk >/dev/null 2>/disk.err || cat /disk.err; \
+             mount -t tmpfs x /mnt 2>/dev/null || echo mount-denied; \
+             ls /run/corral 2>/dev/null || echo no-run-corral; \
+             ls /var/run/docker.sock /run/docker.sock 2>/dev/null || echo no-docker-socket; \
+             head -c 1 /dev/urandom | wc -c",
+        ],
+    );
+    for e in [
+        "made-node",
+        "/disk: Operation not permitted",
+        "mount-denied",
+        "no-run-corral",
+        "no-docker-socket",
+        "1\n",
+    ] {
+        assert!(o.contains(e), "{e:?} not in the container's output:\n{o}");
+    }
+
     // Bind sources mean the session's files: /opt and /srv on the state
     // disk, and a disk mounted under /mnt after both services started
-    // (here a tmpfs), seen by the engine through the shared mount; when
-    // it is unmounted, the engine sees the empty directory again.
+    // (here a tmpfs, mounted from the admin shell: the session cannot),
+    // seen by the engine and the session through the shared mount; when
+    // it is unmounted, both see the empty directory again.
     ssh_ok(
         &vm,
         &key,
-        "sudo mkdir -p /opt/app /srv/www /mnt/disk && echo opt-file | sudo tee /opt/app/f >/dev/null \
+        "sudo mkdir -p /opt/app /srv/www && echo opt-file | sudo tee /opt/app/f >/dev/null \
          && echo srv-file | sudo tee /srv/www/f >/dev/null \
-         && sudo mount -t tmpfs disk /mnt/disk && echo mnt-file | sudo tee /mnt/disk/f >/dev/null",
+         && sudo corral admin shell sh -c 'mkdir -p /mnt/disk && mount -t tmpfs disk /mnt/disk && echo mnt-file > /mnt/disk/f'",
     );
     let o = docker.ok(
         &vm,
@@ -751,7 +781,7 @@ fn docker_cli_over_ssh() {
     let o = ssh_ok(
         &vm,
         &key,
-        "cat /mnt/disk/g && sudo umount /mnt/disk && ls -A /mnt/disk",
+        "cat /mnt/disk/g && sudo corral admin shell umount /mnt/disk && ls -A /mnt/disk",
     );
     assert_eq!(
         o, "from-container\n",

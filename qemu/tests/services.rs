@@ -6,13 +6,14 @@
 //!
 //! Run with `make boot-test` (which builds out/ first).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_qemu::{out_dir, Drive, Overlay, Vm, VmConfig};
 
 mod common;
-use common::{blank_disk, eventually, ssh_ok, test_key, work_dir, OrFail, CMD};
+use common::{blank_disk, eventually, ssh, ssh_ok, test_key, work_dir, OrFail, CMD};
 
 const BOOT: Duration = Duration::from_secs(240);
 const EXIT: Duration = Duration::from_secs(120);
@@ -236,13 +237,15 @@ fn services_state_disk_and_ssh() {
         Duration::from_secs(30),
     );
 
+    least_privilege(&mut vm, &key);
+
     // What should persist: a file in the home directory, the host key,
     // configuration kept on the state disk.
     ssh_ok(&vm, &key, "echo kept > ~/marker");
     ssh_ok(
         &vm,
         &key,
-        "printf 'hostname = \"kept-host\"\\n[syslog]\\nkeep = 3\\n' | sudo tee /proc/1/root/var/lib/corral/config.toml >/dev/null",
+        "printf 'hostname = \"kept-host\"\\n[syslog]\\nkeep = 3\\n' | sudo corral admin shell tee /var/lib/corral/config.toml >/dev/null",
     );
     let host_key = vm
         .run_ok(
@@ -287,6 +290,131 @@ fn services_state_disk_and_ssh() {
         .or_fail();
     assert_eq!(host_key.trim(), again.trim(), "the host key changed");
     vm.poweroff(EXIT).or_fail();
+}
+
+/// Root in the SSH session (sudo) is root in the ssh service's container
+/// only: no module loading, no mounts, no host devices or processes, a
+/// read-only /proc/sys and image. `sudo corral admin shell` is root on the
+/// host, announced on the console and in syslog with who asked. The
+/// system socket is root's: by its mode, and by the engine's check of the
+/// peer when the mode is opened up.
+fn least_privilege(vm: &mut Vm, key: &Path) {
+    // sshd's algorithms and limits pass Debian's ssh-audit with nothing
+    // to warn about or fail (exit code 0: "good").
+    let audit = Command::new("ssh-audit")
+        .args([
+            "-n",
+            "-t",
+            "30",
+            "-p",
+            &vm.ssh_port().to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("ssh-audit (make deps installs it)");
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success() && !report.contains("[warn]") && !report.contains("[fail]"),
+        "ssh-audit ({}):\n{report}",
+        audit.status
+    );
+    assert!(report.contains("(key) ssh-ed25519"), "{report}");
+
+    // Each probe prints its own verdict: the errors are busybox's and
+    // the kernel's words for EPERM, EROFS and ENOENT.
+    let session = ssh_ok(
+        vm,
+        key,
+        "sudo id -u; \
+         sudo insmod /bin/busybox 2>&1; \
+         sudo mkdir -p /tmp/m && sudo mount -t tmpfs x /tmp/m 2>&1; \
+         sudo sh -c 'echo 0 > /proc/sys/kernel/panic' 2>&1; \
+         sudo touch /etc/corral-was-here 2>&1; \
+         ls /dev/vda 2>&1; \
+         pidof sysd init || echo no-host-processes; \
+         sudo cat /proc/1/comm; \
+         grep CapBnd /proc/self/status; \
+         corral system ps 2>&1 | tail -n 1",
+    );
+    let expect = [
+        "0\n",
+        "can't insert '/bin/busybox': Operation not permitted",
+        "mount: permission denied",
+        "can't create /proc/sys/kernel/panic: Read-only file system",
+        "can't touch '/etc/corral-was-here': Read-only file system",
+        "/dev/vda: No such file or directory",
+        "no-host-processes",
+        // The session's PID 1 is its container's init.
+        "tini\n",
+        // CHOWN DAC_OVERRIDE FOWNER KILL SETGID SETUID NET_BIND_SERVICE
+        // SYS_CHROOT AUDIT_WRITE: bits 0 1 3 5 6 7 10 18 29.
+        "CapBnd:\t00000000200404eb",
+        // The system socket's mode (0600 root) refuses user corral.
+        "Permission denied",
+    ];
+    for e in expect {
+        assert!(
+            session.contains(e),
+            "{e:?} not in the session's output:\n{session}"
+        );
+    }
+    let denied = ssh(vm, key, "corral system ps");
+    assert!(!denied.ok, "{}", denied.stdout);
+
+    // The admin shell: the host's namespaces, every capability, the
+    // host's devices; its opening announced with who asked.
+    let host = ssh_ok(
+        vm,
+        key,
+        "sudo corral admin shell sh -c 'id -u; insmod /bin/busybox 2>&1; cat /proc/1/comm; ls /dev/vda; grep CapEff /proc/self/status; echo 0 > /proc/sys/kernel/panic && echo wrote-proc-sys; echo 10 > /proc/sys/kernel/panic'; echo exit=$?; \
+         sudo corral admin shell sh -c 'exit 7'; echo exit=$?",
+    );
+    for e in [
+        "0\n",
+        "invalid module format",
+        "init\n",
+        "/dev/vda\n",
+        "CapEff:\t000001ffffffffff",
+        "wrote-proc-sys",
+        "exit=0",
+        "exit=7",
+    ] {
+        assert!(
+            host.contains(e),
+            "{e:?} not in the admin shell's output:\n{host}"
+        );
+    }
+    vm.wait_for("admin shell", CMD).or_fail();
+    let announced = eventually(
+        vm,
+        "grep 'admin shell .* opened to run .*for corral (as uid 0) over SSH from 10.0.2.2 port [0-9]*, pid [0-9]* in system container ssh' /proc/1/root/var/lib/corral/log/messages",
+        Duration::from_secs(30),
+    );
+    assert!(announced.contains("sysd["), "{announced}");
+    eventually(
+        vm,
+        "grep -q 'admin shell .* closed (exit code 7)' /proc/1/root/var/lib/corral/log/messages",
+        Duration::from_secs(30),
+    );
+
+    // The peer check behind the mode: with the socket opened to everyone
+    // (from the admin shell), user corral is still refused, by name.
+    let refused = ssh(
+        vm,
+        key,
+        "sudo corral admin shell chmod 0666 /run/corral/system.sock && corral system ps; \
+         sudo corral admin shell chmod 0600 /run/corral/system.sock",
+    );
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(
+            "the system engine's API is for root only (this client runs as uid 1000): use sudo"
+        ),
+        "{text}"
+    );
+    // And root in the session may use it.
+    let ps = ssh_ok(vm, key, "sudo corral system ps");
+    assert!(ps.contains("user-engine"), "{ps}");
 }
 
 #[test]

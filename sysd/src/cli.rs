@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 use serde_json::Value;
 
+mod admin;
 mod config;
 mod os;
 mod run;
@@ -55,6 +56,11 @@ pub enum Top {
     Os {
         #[command(subcommand)]
         command: os::OsCmd,
+    },
+    /// Administer the host itself (root only: sudo in the SSH session).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCmd,
     },
     #[command(flatten)]
     Engine(EngineCmd),
@@ -168,6 +174,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Top::Os { command } => {
             let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
             return os::os_command(&client, command, &mut std::io::stdout().lock()).await;
+        }
+        Top::Admin { command } => {
+            let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)));
+            return admin::admin_command(&client, command).await;
         }
     };
     let client = Client::new(cli.host.unwrap_or_else(|| PathBuf::from(default)));

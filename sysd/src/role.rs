@@ -20,6 +20,10 @@ pub struct RolePolicy {
     /// Its mode, and the group that may connect besides root.
     pub socket_mode: u32,
     pub socket_group: Option<u32>,
+    /// Only root may use the API, whatever the socket's mode says: the
+    /// engine checks each connection's peer (SO_PEERCRED), so a socket
+    /// passed on or bound elsewhere gives no one else the machine.
+    pub root_only: bool,
     /// Transient state (container records, output FIFOs): kept across an
     /// engine restart so the next engine adopts what runs.
     pub run_root: &'static str,
@@ -59,6 +63,7 @@ pub const SYSTEM: RolePolicy = RolePolicy {
     socket: "/run/corral/system.sock",
     socket_mode: 0o600,
     socket_group: None,
+    root_only: true,
     run_root: "/run/corral/system",
     data_root: "/var/lib/corral/system",
     cgroup_parent: "corral/system",
@@ -77,6 +82,10 @@ pub const USER: RolePolicy = RolePolicy {
     socket: "/run/corral/docker/docker.sock",
     socket_mode: 0o660,
     socket_group: Some(DOCKER_GID),
+    // Group docker, by the socket's mode: SO_PEERCRED carries only the
+    // peer's primary group, and the user engine's pid namespace does not
+    // show the peer's others.
+    root_only: false,
     run_root: "/run/corral/user",
     data_root: "/var/lib/corral/user",
     cgroup_parent: "",
@@ -93,6 +102,16 @@ impl RolePolicy {
     pub fn socket_path(&self) -> PathBuf {
         PathBuf::from(self.socket)
     }
+
+    /// Why a peer with user id `uid` may not use this API, if it may not.
+    pub fn refuses(&self, uid: u32) -> Option<String> {
+        (self.root_only && uid != 0).then(|| {
+            format!(
+                "the {} engine's API is for root only (this client runs as uid {uid}): use sudo",
+                self.name
+            )
+        })
+    }
 }
 
 /// `parent/id`, or `id` at the top of the cgroup tree the engine was given.
@@ -108,6 +127,18 @@ pub fn cgroup_path(parent: &str, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_root_may_use_the_system_api() {
+        assert_eq!(SYSTEM.refuses(0), None);
+        let e = SYSTEM.refuses(1000).unwrap();
+        assert!(
+            e.contains("root only") && e.contains("uid 1000") && e.contains("sudo"),
+            "{e}"
+        );
+        // The user engine leaves it to the socket's group.
+        assert_eq!(USER.refuses(1000), None);
+    }
 
     #[test]
     fn cgroups_go_below_the_parent_or_at_the_top() {

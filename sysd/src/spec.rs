@@ -127,24 +127,32 @@ pub fn capabilities(def: &ServiceDef) -> Vec<Capability> {
     if def.privileged.unwrap_or(false) {
         return all();
     }
-    let mut caps = corral_runtime::defaults::capabilities();
-    for c in def.cap_add.iter().flatten() {
-        if c.is_all() {
-            caps = all();
-        } else if let Some(cap) = parse_cap(c.as_str()) {
-            if !caps.contains(&cap) {
-                caps.push(cap);
-            }
-        }
-    }
-    for c in def.cap_drop.iter().flatten() {
-        if c.is_all() {
-            caps.clear();
-        } else if let Some(cap) = parse_cap(c.as_str()) {
-            caps.retain(|x| *x != cap);
-        }
-    }
+    // Docker's rules (moby's TweakCapabilities): `cap-add = ["ALL"]` is
+    // every capability but those dropped; `cap-drop = ["ALL"]` leaves only
+    // those added; otherwise the default set minus the dropped, plus the
+    // added.
+    let named = |list: &Option<Vec<corral_config::service::CapName>>| -> Vec<Capability> {
+        list.iter()
+            .flatten()
+            .filter(|c| !c.is_all())
+            .filter_map(|c| parse_cap(c.as_str()))
+            .collect()
+    };
+    let (added, dropped) = (named(&def.cap_add), named(&def.cap_drop));
+    let mut caps = if def.cap_add.iter().flatten().any(|c| c.is_all()) {
+        let mut caps = all();
+        caps.retain(|c| !dropped.contains(c));
+        caps
+    } else if def.cap_drop.iter().flatten().any(|c| c.is_all()) {
+        added
+    } else {
+        let mut caps = corral_runtime::defaults::capabilities();
+        caps.retain(|c| !dropped.contains(c));
+        caps.extend(added);
+        caps
+    };
     caps.sort_by_key(|c| c.to_string());
+    caps.dedup();
     caps
 }
 
@@ -386,6 +394,20 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
     }
     if let (true, Some(init)) = (use_init, ctx.init_binary) {
         mounts.push(bind(&init.to_string_lossy(), INIT_PATH, true)?);
+    }
+    // Before the binds and the host's sockets, which may lie below them
+    // (a tmpfs on /run, then /run/corral/... bound in it).
+    for t in def.tmpfs.iter().flatten() {
+        let mut options = vec!["nosuid".to_owned(), "nodev".to_owned()];
+        options.extend(t.options.iter().cloned());
+        mounts.push(
+            MountBuilder::default()
+                .destination(&t.target)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(options)
+                .build()?,
+        );
     }
     if ctx.system {
         // Read-only: connecting to a socket needs no write access to the
@@ -697,10 +719,21 @@ mod tests {
         assert!(!caps.contains(&Capability::NetRaw));
         assert!(caps.contains(&Capability::Chown));
         assert!(capabilities(&def("cap-drop = [\"ALL\"]")).is_empty());
+        // As Docker: dropping ALL keeps what is added, adding ALL keeps
+        // all but what is dropped, and a capability both dropped and
+        // added is kept.
         assert_eq!(
-            capabilities(&def("cap-drop = [\"ALL\"]\ncap-add = [\"CHOWN\"]")),
-            // Adds apply before drops, as in Docker: ALL drops everything.
-            Vec::<Capability>::new()
+            capabilities(&def(
+                "cap-drop = [\"ALL\"]\ncap-add = [\"SETUID\", \"CHOWN\"]"
+            )),
+            vec![Capability::Chown, Capability::Setuid]
+        );
+        let all_but = capabilities(&def("cap-add = [\"ALL\"]\ncap-drop = [\"SYS_MODULE\"]"));
+        assert_eq!(all_but.len(), CAPABILITIES.len() - 1);
+        assert!(!all_but.contains(&Capability::SysModule));
+        assert!(
+            capabilities(&def("cap-add = [\"MKNOD\"]\ncap-drop = [\"MKNOD\"]"))
+                .contains(&Capability::Mknod)
         );
         assert_eq!(
             capabilities(&def("privileged = true")).len(),

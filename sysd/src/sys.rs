@@ -1,5 +1,6 @@
 //! The engine's `unsafe` calls: registering a file descriptor with
-//! tokio's reactor, ignoring a signal, and a terminal's window size.
+//! tokio's reactor, ignoring a signal, and a terminal's window size
+//! (set and read).
 
 use std::fs::File;
 use std::io;
@@ -41,4 +42,21 @@ pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) ->
     unsafe { tiocswinsz(fd.as_raw_fd(), &size) }
         .map(drop)
         .map_err(io::Error::from)
+}
+
+nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+
+/// The window size (rows, columns) of the terminal `fd` is, if it is one.
+pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer, which is
+    // valid and writable for the call; the descriptor is borrowed, so open.
+    unsafe { tiocgwinsz(fd.as_raw_fd(), &mut size) }.ok()?;
+    (size.ws_row > 0 && size.ws_col > 0).then_some((size.ws_row, size.ws_col))
 }

@@ -5,7 +5,8 @@
 //! their `DT_NEEDED` entries), what to add from the recipe directory and from
 //! the project's own build, and the image's config and default service
 //! definition. Every grant in that definition (an added capability, a
-//! namespace shared with the host, a bind, a device, `privileged`) must
+//! namespace shared with the host, a bind, a device, `privileged`, no
+//! seccomp filter, a writable root) must
 //! carry a one-line reason in `[reasons]`, which the image keeps in a label
 //! so `corral system inspect` can show why the service has it.
 
@@ -219,6 +220,11 @@ impl Recipe {
         }
         if def.confined_paths == Some(false) {
             out.push("confined-paths".to_owned());
+        }
+        // A writable root is a grant too: anything in the service that
+        // goes wrong could change its image's files for the next start.
+        if def.readonly_rootfs != Some(true) && def.privileged != Some(true) {
+            out.push("readonly-rootfs".to_owned());
         }
         Ok(out)
     }
@@ -522,7 +528,7 @@ mod tests {
     #[test]
     fn every_grant_needs_a_reason() {
         let base =
-            "name = \"net\"\n[service]\ncap-add = [\"NET_ADMIN\"]\nhost-namespaces = [\"net\"]\n";
+            "name = \"net\"\n[service]\ncap-add = [\"NET_ADMIN\"]\nhost-namespaces = [\"net\"]\nreadonly-rootfs = true\n";
         let e = recipe(base).unwrap_err();
         assert!(e.contains("cap-add.NET_ADMIN"), "{e}");
         let e = recipe(&format!(
@@ -538,6 +544,11 @@ mod tests {
             r.reasons_label(),
             "cap-add.NET_ADMIN: sets addresses\nhost-namespaces.net: configures the host's links"
         );
+        // A writable root needs its reason too.
+        let e = recipe("name = \"x\"\n[service]\nrestart = \"always\"\n").unwrap_err();
+        assert!(e.contains("\"readonly-rootfs\" has no reason"), "{e}");
+        recipe("name = \"x\"\n[service]\nrestart = \"always\"\n[reasons]\n\"readonly-rootfs\" = \"writes its cache\"\n").unwrap();
+        recipe("name = \"x\"\n[service]\nreadonly-rootfs = true\n").unwrap();
     }
 
     #[test]
@@ -556,7 +567,7 @@ mod tests {
     #[test]
     fn binds_and_devices_are_named_by_their_container_path() {
         let r = recipe(
-            "name = \"log\"\n[service]\nbinds = [\"/run/corral/log:/run/log\"]\ndevices = [\"/dev/kmsg:/dev/kmsg:r\"]\n[reasons]\n\"binds./run/log\" = \"its socket\"\n\"devices./dev/kmsg\" = \"kernel log\"\n",
+            "name = \"log\"\n[service]\nbinds = [\"/run/corral/log:/run/log\"]\ndevices = [\"/dev/kmsg:/dev/kmsg:r\"]\nreadonly-rootfs = true\n[reasons]\n\"binds./run/log\" = \"its socket\"\n\"devices./dev/kmsg\" = \"kernel log\"\n",
         )
         .unwrap();
         assert_eq!(r.reasons.len(), 2);

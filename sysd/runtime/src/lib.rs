@@ -8,11 +8,13 @@
 //! - [`Process`]: the running process behind a pidfd, found again after
 //!   an engine restart by pid and start time;
 //! - [`cgroup`]: the container's cgroup, limits, OOM kills, teardown;
+//! - [`devices`]: the devices it may open (a cgroup BPF program);
 //! - [`defaults`]: Docker's default capabilities, mounts, masked paths and
 //!   seccomp profile.
 
 pub mod cgroup;
 pub mod defaults;
+pub mod devices;
 mod exec;
 pub mod netns;
 mod process;

@@ -783,7 +783,19 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<Process, Error> {
         .clone()
         .ok_or_else(|| invalid("the spec has no cgroupsPath"))?;
     let cgroup = Cgroup::create(&opts.cgroup_root, &cgroup_rel, linux.resources().as_ref())?;
-    let result = spawn_in(&opts, &cgroup);
+    // A container with a /dev of its own may open only what is in it; one
+    // given the host's /dev (privileged, host-dev) opens what it finds.
+    let own_dev = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
+    let result = if own_dev {
+        let rules = crate::devices::container_rules(linux.devices().as_deref().unwrap_or_default());
+        crate::devices::attach(cgroup.path(), &rules).and_then(|()| spawn_in(&opts, &cgroup))
+    } else {
+        spawn_in(&opts, &cgroup)
+    };
     if result.is_err() {
         let _ = cgroup.remove();
     }

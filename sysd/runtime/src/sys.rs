@@ -402,3 +402,106 @@ pub(crate) fn recv_fd(sock: RawFd) -> Result<Option<OwnedFd>, Errno> {
     }
     Ok(None)
 }
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it (the fields up to
+/// `expected_attach_type`), padded with zeros as the kernel requires.
+#[repr(C)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    _rest: [u8; 64],
+}
+
+/// `union bpf_attr` as `BPF_PROG_ATTACH` reads it.
+#[repr(C)]
+struct BpfProgAttach {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    _rest: [u8; 108],
+}
+
+const BPF_PROG_LOAD: c_int = 5;
+const BPF_PROG_ATTACH: c_int = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+/// No flag: one program per cgroup, which a later attach replaces (a
+/// restarted container reuses its cgroup; its programs must not pile up).
+const BPF_F_ALLOW_NONE: u32 = 0;
+
+/// Loads a device-cgroup program; the descriptor holds it.
+pub(crate) fn bpf_load_cgroup_device(insns: &[crate::devices::Insn]) -> Result<OwnedFd, Errno> {
+    let license = b"Apache-2.0\0";
+    let mut name = [0u8; 16];
+    name[..14].copy_from_slice(b"corral_devices");
+    let attr = BpfProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(insns.len()).map_err(|_| Errno::E2BIG)?,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+        _rest: [0; 64],
+    };
+    // SAFETY: the attribute is a properly laid out, fully initialised
+    // bpf_attr of the size passed; the instruction and license pointers
+    // are valid (and the instructions laid out as struct bpf_insn) for the
+    // duration of the call, which copies them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const BpfProgLoad,
+            std::mem::size_of::<BpfProgLoad>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Attaches a loaded device program to the cgroup directory `cgroup`.
+pub(crate) fn bpf_attach_cgroup_device(cgroup: RawFd, prog: RawFd) -> Result<(), Errno> {
+    let attr = BpfProgAttach {
+        target_fd: cgroup as u32,
+        attach_bpf_fd: prog as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_NONE,
+        replace_bpf_fd: 0,
+        _rest: [0; 108],
+    };
+    // SAFETY: the attribute is a fully initialised bpf_attr of the size
+    // passed; the descriptors are the caller's, open for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const BpfProgAttach,
+            std::mem::size_of::<BpfProgAttach>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}

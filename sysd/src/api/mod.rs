@@ -16,6 +16,7 @@
 //! Content-Type exactly `application/json` (with a `charset` suffix the
 //! CLI prints the raw JSON); no request can take the daemon down.
 
+mod admin;
 mod archive;
 pub mod attach;
 mod build;
@@ -293,6 +294,9 @@ async fn dispatch(engine: &Arc<Engine>, req: Request<Incoming>) -> ApiResult {
         }
         Some("corral") if parts.get(1) == Some(&"config") => config::route(req, &parts[2..]).await,
         Some("corral") if parts.get(1) == Some(&"os") => os::route(engine, req, &parts[2..]).await,
+        Some("corral") if parts.get(1) == Some(&"admin") => {
+            admin::route(engine, req, &parts[2..]).await
+        }
         Some("system") if req.method() == Method::GET && parts == ["system", "df"] => {
             system::df(engine).await
         }
@@ -334,7 +338,17 @@ pub fn not_yet(method: &Method, path: &str) -> ApiError {
     )
 }
 
-/// Serves on a listener from [`bind`] until the task is dropped.
+/// Who is on the other end of a connection (SO_PEERCRED), in each
+/// request's extensions: the user id and, where this engine's pid
+/// namespace shows it, the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Serves on a listener from [`bind`] until the task is dropped. A peer
+/// the role refuses gets a 403 naming why on every request.
 pub async fn serve(engine: Arc<Engine>, listener: tokio::net::UnixListener) {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -345,9 +359,37 @@ pub async fn serve(engine: Arc<Engine>, listener: tokio::net::UnixListener) {
                 continue;
             }
         };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                pid: c.pid().filter(|p| *p > 0),
+            },
+            Err(e) => {
+                warn!("API: a connection without credentials refused: {e}");
+                continue;
+            }
+        };
+        let refused = engine.config().role.refuses(peer.uid);
+        if let Some(why) = &refused {
+            warn!(
+                "API: refused a connection from uid {} (pid {}): {why}",
+                peer.uid,
+                peer.pid.map_or("unknown".into(), |p| p.to_string())
+            );
+        }
         let engine = engine.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(engine.clone(), req));
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let engine = engine.clone();
+                let refused = refused.clone();
+                req.extensions_mut().insert(peer);
+                async move {
+                    match refused {
+                        Some(why) => Ok::<_, Infallible>(error_response(&ApiError::new(403, why))),
+                        None => handle(engine, req).await,
+                    }
+                }
+            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 // attach and exec take the connection over.

@@ -48,7 +48,10 @@ type TerminalSlot = (Option<Arc<OwnedFd>>, Option<(u16, u16)>);
 
 pub struct Exec {
     pub id: String,
+    /// The container's id; empty for an admin shell, whose target is the
+    /// host (`host`).
     pub container: String,
+    pub host: bool,
     pub config: ExecConfig,
     state: Mutex<ExecState>,
     /// Set once the process has ended and its code is recorded.
@@ -115,10 +118,20 @@ impl Engine {
                 )));
             }
         }
+        self.exec_insert(container, false, config)
+    }
+
+    /// An exec in the host's namespaces (an admin shell).
+    pub(super) fn exec_create_on_host(&self, config: ExecConfig) -> Result<String> {
+        self.exec_insert("", true, config)
+    }
+
+    fn exec_insert(&self, container: &str, host: bool, config: ExecConfig) -> Result<String> {
         let id = new_id()?;
         let exec = Arc::new(Exec {
             id: id.clone(),
             container: container.to_owned(),
+            host,
             config,
             state: Mutex::new(ExecState::default()),
             done: watch::channel(false).0,
@@ -168,30 +181,15 @@ impl Engine {
             let _ = exec.done.send(true);
             Err(Ok(StartFailure { message, exit_code }))
         };
-        let (spec, target, name) = {
-            let inner = self.lock();
-            let c = match inner.containers.get(&exec.container) {
-                Some(c) => c,
-                None => return Err(Err(EngineError::NoSuchContainer(exec.container.clone()))),
-            };
-            let target = c
-                .process
-                .as_ref()
-                .and_then(|p| p.container.as_ref())
-                .and_then(|p| {
-                    corral_runtime::Process::adopt(p.pid.as_raw(), p.start_time)
-                        .ok()
-                        .flatten()
-                });
-            let Some(target) = target else {
-                drop(inner);
-                return fail(format!("container {} is not running", exec.container), 126);
-            };
-            (c.spec.clone(), target, c.record.name.clone())
+        let resolved = if exec.host {
+            self.host_target(exec)
+        } else {
+            self.container_target(exec)
         };
-        let spec = match exec_spec(&spec, &exec.config, target.pid.as_raw()) {
-            Ok(s) => s,
-            Err(e) => return fail(e, 126),
+        let (spec, target, name, cgroup) = match resolved {
+            Ok(t) => t,
+            Err(Ok((message, code))) => return fail(message, code),
+            Err(Err(e)) => return Err(Err(e)),
         };
         let cfg = &exec.config;
         let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
@@ -235,8 +233,11 @@ impl Engine {
             Some((a, b)) => (Some(a), Some(b)),
             None => (None, None),
         };
-        let cgroup = self.cfg.cgroup_root.join(self.cgroup_rel(&exec.container));
-        let id = exec.container.clone();
+        let id = if exec.host {
+            format!("admin-{}", &exec.id[..12])
+        } else {
+            exec.container.clone()
+        };
         let entered = tokio::task::spawn_blocking(move || {
             let process = corral_runtime::enter(corral_runtime::EnterOptions {
                 id: &id,
@@ -292,24 +293,33 @@ impl Engine {
             cfg.cmd
         );
         let command = cfg.cmd.join(" ");
-        self.container_event(
-            &exec.container,
-            &format!("exec_start: {command}"),
-            &[("execID", exec.id.clone())],
-        );
+        if !exec.host {
+            self.container_event(
+                &exec.container,
+                &format!("exec_start: {command}"),
+                &[("execID", exec.id.clone())],
+            );
+        }
         let done = exec.done.subscribe();
         let waiter = exec.clone();
         let engine = self.clone();
         tokio::spawn(async move {
             let code = wait_child(&process).await;
-            engine.container_event(
-                &waiter.container,
-                "exec_die",
-                &[
-                    ("execID", waiter.id.clone()),
-                    ("exitCode", code.to_string()),
-                ],
-            );
+            if waiter.host {
+                super::admin::announce(&format!(
+                    "admin shell {} closed (exit code {code})",
+                    &waiter.id[..12]
+                ));
+            } else {
+                engine.container_event(
+                    &waiter.container,
+                    "exec_die",
+                    &[
+                        ("execID", waiter.id.clone()),
+                        ("exitCode", code.to_string()),
+                    ],
+                );
+            }
             waiter.update(|s| {
                 s.running = false;
                 s.exit_code = Some(code);
@@ -336,6 +346,45 @@ impl Engine {
         })
     }
 
+    /// The running container's spec with the exec's process, its first
+    /// process, its name and its cgroup.
+    fn container_target(&self, exec: &Exec) -> TargetResult {
+        let inner = self.lock();
+        let c = match inner.containers.get(&exec.container) {
+            Some(c) => c,
+            None => return Err(Err(EngineError::NoSuchContainer(exec.container.clone()))),
+        };
+        let target = c
+            .process
+            .as_ref()
+            .and_then(|p| p.container.as_ref())
+            .and_then(|p| {
+                corral_runtime::Process::adopt(p.pid.as_raw(), p.start_time)
+                    .ok()
+                    .flatten()
+            });
+        let Some(target) = target else {
+            return Err(Ok((
+                format!("container {} is not running", exec.container),
+                126,
+            )));
+        };
+        let spec =
+            exec_spec(&c.spec, &exec.config, target.pid.as_raw()).map_err(|e| Ok((e, 126)))?;
+        let cgroup = self.cfg.cgroup_root.join(self.cgroup_rel(&exec.container));
+        Ok((spec, target, c.record.name.clone(), cgroup))
+    }
+
+    /// PID 1, whose namespaces are the host's.
+    fn host_target(&self, exec: &Exec) -> TargetResult {
+        let init = nix::unistd::Pid::from_raw(1);
+        let target = corral_runtime::start_time(init)
+            .and_then(|t| corral_runtime::Process::adopt(1, t).ok().flatten())
+            .ok_or_else(|| Ok(("PID 1 cannot be opened".to_owned(), 126)))?;
+        let (spec, cgroup) = self.admin_spec(&exec.config).map_err(Err)?;
+        Ok((spec, target, "the host".to_owned(), cgroup))
+    }
+
     pub fn exec_resize(&self, exec: &Exec, rows: u16, cols: u16) -> Result<()> {
         let mut slot = exec.master.lock().unwrap_or_else(|p| p.into_inner());
         match &slot.0 {
@@ -359,6 +408,18 @@ impl Engine {
         }
     }
 }
+
+/// An exec's spec, target, name and cgroup; or why it cannot start
+/// (message and exit code), or the request's fault.
+type TargetResult = std::result::Result<
+    (
+        oci_spec::runtime::Spec,
+        corral_runtime::Process,
+        String,
+        std::path::PathBuf,
+    ),
+    std::result::Result<(String, i64), EngineError>,
+>;
 
 /// The container's spec with the exec's process: its command, the
 /// container's environment with the exec's over it, its user (resolved

@@ -30,6 +30,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 use tokio::sync::{broadcast, watch};
 
+pub mod admin;
 mod adopt;
 mod archive;
 mod create;

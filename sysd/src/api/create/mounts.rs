@@ -69,31 +69,10 @@ pub fn anonymous(target: &str) -> Result<VolumeMount, ApiError> {
     })
 }
 
-/// Mount options a tmpfs may have (`--tmpfs /run:size=64m,mode=1777`).
-const TMPFS_OPTIONS: &[&str] = &[
-    "rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
-];
-const TMPFS_VALUES: &[&str] = &["size", "mode", "uid", "gid", "nr_inodes", "nr_blocks"];
-
 pub fn tmpfs(target: &str, options: &str, what: &str) -> Result<TmpfsMount, ApiError> {
     absolute(what, target)?;
-    let mut out = Vec::new();
-    for o in options.split(',').filter(|o| !o.is_empty()) {
-        let key = o.split('=').next().unwrap_or(o);
-        let ok = if o.contains('=') {
-            TMPFS_VALUES.contains(&key)
-        } else {
-            TMPFS_OPTIONS.contains(&o)
-        };
-        if !ok {
-            return Err(ApiError::bad(format!(
-                "{what}: {target}: the tmpfs option {o:?} is not supported ({}, {}=...)",
-                TMPFS_OPTIONS.join(", "),
-                TMPFS_VALUES.join("=..., ")
-            )));
-        }
-        out.push(o.to_owned());
-    }
+    let out = corral_config::service::tmpfs_options(target, options)
+        .map_err(|e| ApiError::bad(format!("{what}: {e}")))?;
     Ok(TmpfsMount {
         target: target.to_owned(),
         options: out,
