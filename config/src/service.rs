@@ -621,6 +621,9 @@ pub struct ServiceDef {
     pub privileged: Option<bool>,
     /// Run under the default seccomp profile (default true).
     pub seccomp: Option<bool>,
+    /// The kernel's `no_new_privs` (default true, false when privileged):
+    /// no setuid program (sudo) can raise a process's privileges.
+    pub no_new_privileges: Option<bool>,
     /// Mask and make read-only the /proc and /sys paths Docker does
     /// (default true); false is Docker's `systempaths=unconfined`: a
     /// writable /proc/sys, for a service that sets kernel parameters.
@@ -676,6 +679,7 @@ impl ServiceDef {
             cap_drop,
             privileged,
             seccomp,
+            no_new_privileges,
             confined_paths,
             binds,
             devices,

@@ -300,7 +300,10 @@ fn services_state_disk_and_ssh() {
 /// peer when the mode is opened up.
 fn least_privilege(vm: &mut Vm, key: &Path) {
     // sshd's algorithms and limits pass Debian's ssh-audit with nothing
-    // to warn about or fail (exit code 0: "good").
+    // to warn about or fail. The one exception is the Terrapin
+    // counter-measure, kex-strict-s-v00@openssh.com, which Debian's
+    // OpenSSH 9.2 advertises and ssh-audit 2.5.0 (older than the attack)
+    // reports as unknown, with exit code 2; later versions call it good.
     let audit = Command::new("ssh-audit")
         .args([
             "-n",
@@ -313,9 +316,17 @@ fn least_privilege(vm: &mut Vm, key: &Path) {
         .output()
         .expect("ssh-audit (make deps installs it)");
     let report = String::from_utf8_lossy(&audit.stdout);
+    let complaints: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("[warn]") || l.contains("[fail]") || l.starts_with("(rec) -"))
+        .filter(|l| {
+            !(l.starts_with("(kex) kex-strict-s-v00@openssh.com ")
+                && l.ends_with("[warn] unknown algorithm"))
+        })
+        .collect();
     assert!(
-        audit.status.success() && !report.contains("[warn]") && !report.contains("[fail]"),
-        "ssh-audit ({}):\n{report}",
+        complaints.is_empty() && matches!(audit.status.code(), Some(0 | 2)),
+        "ssh-audit ({}): {complaints:?}\n{report}",
         audit.status
     );
     assert!(report.contains("(key) ssh-ed25519"), "{report}");
@@ -341,11 +352,12 @@ fn least_privilege(vm: &mut Vm, key: &Path) {
         "can't insert '/bin/busybox': Operation not permitted",
         "mount: permission denied",
         "can't create /proc/sys/kernel/panic: Read-only file system",
-        "can't touch '/etc/corral-was-here': Read-only file system",
+        "touch: /etc/corral-was-here: Read-only file system",
         "/dev/vda: No such file or directory",
         "no-host-processes",
-        // The session's PID 1 is its container's init.
-        "tini\n",
+        // The session's PID 1 is its container's init (tini, bound in
+        // as /sbin/corral-init), not the host's.
+        "corral-init\n",
         // CHOWN DAC_OVERRIDE FOWNER KILL SETGID SETUID NET_BIND_SERVICE
         // SYS_CHROOT AUDIT_WRITE: bits 0 1 3 5 6 7 10 18 29.
         "CapBnd:\t00000000200404eb",
@@ -371,7 +383,9 @@ fn least_privilege(vm: &mut Vm, key: &Path) {
     );
     for e in [
         "0\n",
-        "invalid module format",
+        // The call reaches the kernel (built without loadable modules),
+        // where the session's was refused first (seccomp, no capability).
+        "can't insert '/bin/busybox': kernel does not support requested operation",
         "init\n",
         "/dev/vda\n",
         "CapEff:\t000001ffffffffff",

@@ -349,8 +349,9 @@ pub fn build(def: &ServiceDef, ctx: &Context<'_>) -> Result<Spec, SpecError> {
         .cwd(cwd)
         .capabilities(capabilities)
         // A privileged service (the console's sudo, say) may need setuid
-        // binaries to gain privileges; nothing else should.
-        .no_new_privileges(!privileged)
+        // binaries to gain privileges; otherwise only one whose definition
+        // says so (ssh's sudo, bounded by its capabilities).
+        .no_new_privileges(def.no_new_privileges.unwrap_or(!privileged))
         .build()?;
 
     // Mounts: the runtime's standard set, then the host's /dev if asked,
@@ -707,6 +708,22 @@ mod tests {
         assert!(ns.contains(&LinuxNamespaceType::Pid));
         // Sharing the host's UTS namespace must not rename the host.
         assert_eq!(spec.hostname(), &None);
+    }
+
+    #[test]
+    fn no_new_privileges_by_default_unless_the_definition_lets_sudo_work() {
+        let nnp = |d: &str| {
+            build_with(&def(d), &[])
+                .process()
+                .as_ref()
+                .unwrap()
+                .no_new_privileges()
+        };
+        assert_eq!(nnp(""), Some(true));
+        assert_eq!(nnp("no-new-privileges = false"), Some(false));
+        // Still confined otherwise: seccomp stays.
+        let spec = build_with(&def("no-new-privileges = false"), &[]);
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
     }
 
     #[test]

@@ -218,6 +218,9 @@ impl Recipe {
         if def.seccomp == Some(false) {
             out.push("seccomp".to_owned());
         }
+        if def.no_new_privileges == Some(false) {
+            out.push("no-new-privileges".to_owned());
+        }
         if def.confined_paths == Some(false) {
             out.push("confined-paths".to_owned());
         }

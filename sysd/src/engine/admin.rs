@@ -97,7 +97,13 @@ impl Engine {
             Some(u) => format!("{u} (as uid {})", who.uid),
             None => format!("uid {}", who.uid),
         };
-        if let Some(c) = &who.ssh_client {
+        // sudo resets the environment, so the CLI seldom knows its SSH
+        // client; the session's processes above it do (sshd set it).
+        let ssh = who
+            .ssh_client
+            .clone()
+            .or_else(|| who.pid.and_then(ssh_client_above));
+        if let Some(c) = ssh {
             text.push_str(&format!(" over SSH from {c}"));
         }
         if let Some(pid) = who.pid {
@@ -176,6 +182,39 @@ impl Engine {
         std::fs::create_dir_all(&cgroup).map_err(internal)?;
         Ok((spec, cgroup))
     }
+}
+
+/// `SSH_CONNECTION`'s client address and port, from the environment of
+/// `pid` or the nearest of its ancestors that has one (sudo keeps the
+/// caller's environment; sshd gave it to the session's shell).
+fn ssh_client_above(pid: i32) -> Option<String> {
+    let mut pid = pid;
+    for _ in 0..16 {
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if let Some(v) = env
+                .split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(b"SSH_CONNECTION=".as_slice()))
+            {
+                let v = String::from_utf8_lossy(v);
+                let mut f = v.split_whitespace();
+                let (addr, port) = (f.next()?, f.next()?);
+                let clean = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit() || ".:".contains(c));
+                return (clean(addr) && port.parse::<u16>().is_ok())
+                    .then(|| format!("{addr} port {port}"));
+            }
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        pid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        if pid <= 1 {
+            return None;
+        }
+    }
+    None
 }
 
 /// A warning: the engine's log lines go to the system console (whoever
