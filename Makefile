@@ -26,7 +26,7 @@ GUEST_BIN := target/$(GUEST_TARGET)/release
 HOST_BIN := target/debug
 STAGE := tools/stage
 
-.PHONY: all deps build guest host kernel initramfs images iso disk run test lint unit boot-test \
+.PHONY: all deps build guest host kernel initramfs images iso disk run test lint unit boot-test fuzz fuzz-short \
         bench bench-boot bench-containers bench-config bench-images bench-build release clean
 
 all: kernel initramfs
@@ -160,6 +160,14 @@ boot-test: kernel initramfs iso disk $(OUT)/corral-$(VERSION).bundle
 	@$(STAGE) "QEMU boot tests" tools/boot-tests "boot networks config build upgrade" "docker registry services engine metal"
 
 test: lint unit boot-test
+
+# Every parser of outside input under libFuzzer (fuzz/): FUZZ_SECONDS per
+# target (default 10 minutes); fuzz-short is the bounded run.
+fuzz: deps
+	@$(STAGE) "fuzzing" tools/fuzz $${FUZZ_SECONDS:-600}
+
+fuzz-short: deps
+	@$(STAGE) "short fuzzing" tools/fuzz $${FUZZ_SECONDS:-20}
 
 bench: bench-boot bench-containers bench-config bench-images bench-build
 
