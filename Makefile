@@ -147,6 +147,7 @@ run: kernel initramfs
 
 lint: deps
 	@$(STAGE) "rustfmt" $(CARGO) fmt --all --check
+	@$(STAGE) "rustfmt (fuzz targets)" rustfmt --edition 2021 --check fuzz/fuzz_targets/*.rs
 	@$(STAGE) "clippy" $(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit: deps

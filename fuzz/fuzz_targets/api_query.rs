@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let filters = q.get("filters").map(String::as_str).unwrap_or(text);
     let _ = corral_sysd::api::containers::Filters::parse(
         Some(filters),
-        &["status", "label", "name", "id", "ancestor", "exited", "network", "volume"],
+        &[
+            "status", "label", "name", "id", "ancestor", "exited", "network", "volume",
+        ],
     );
 });
