@@ -9,8 +9,9 @@
 //! Opening one is announced on the system console and logged (to syslog,
 //! like everything the system engine logs) with who asked: the uid and
 //! process the kernel vouches for on the socket, the system container that
-//! process runs in, and what the client says of itself (the user sudo was
-//! run by, the SSH connection).
+//! process runs in, the user sudo was run by (as the client says), and the
+//! SSH client (as the client says, or else from `SSH_CONNECTION` in the
+//! environment of the session's processes above it).
 
 use std::path::PathBuf;
 
@@ -33,7 +34,8 @@ pub struct Requester {
     /// The user behind sudo (`SUDO_USER`), or the login name, as the CLI
     /// reports it: for the log, not for any decision.
     pub claimed_user: Option<String>,
-    /// `SSH_CONNECTION`'s client address and port, as the CLI reports it.
+    /// `SSH_CONNECTION`'s client address and port, as the CLI reports it
+    /// (sudo usually clears it: then the session's processes tell).
     pub ssh_client: Option<String>,
 }
 
