@@ -31,8 +31,9 @@ fn lookup(docker: &Docker, vm: &Vm, probe: &str, name: &str) -> Option<String> {
     // aardvark-dns reloads its networks on each netavark change (a
     // connect, a disconnect) and is briefly not listening; resolvers
     // retry, busybox's nslookup asks once. Asked again, as a resolver
-    // would, before judging the answer.
-    for _ in 0..3 {
+    // would, before judging the answer: for up to a minute, since under
+    // TCG on a loaded machine a reload was seen to outlast three asks.
+    for _ in 0..10 {
         if !text(&o).contains("no servers could be reached") {
             break;
         }
